@@ -1,0 +1,10 @@
+"""The one exception a user ever sees: the CLI prints its message as one line and exits non-zero."""
+
+
+class UserError(Exception):
+    """Something the user can fix. The message says what happened and what to do."""
+
+    def __init__(self, message: str, exit_code: int = 1):
+        super().__init__(message)
+        self.message = message
+        self.exit_code = exit_code

@@ -1,0 +1,288 @@
+"""The Kaggle API, used by `kaggle-mnist fetch` and `kaggle-mnist submit`, through the `kaggle` package.
+
+The client is imported lazily and fenced in: on kaggle 2.0.x `import kaggle` calls `exit()` when no
+credentials exist, 2.2.x prints its help text on import, and every version creates its config folder
+at import time. Every failure leaves here as one `UserError` that says what to do.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import os
+import re
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+from competition import COMPETITION
+from competition.errors import UserError
+
+T = TypeVar("T")
+
+RULES_URL = f"https://www.kaggle.com/c/{COMPETITION}/rules"
+SETTINGS_URL = "https://www.kaggle.com/settings"
+# 429 and 5xx are worth retrying: Kaggle sheds load with them. 4 tries, 2 s doubling, ~14 s in all.
+ATTEMPTS = 4
+BACKOFF_SECONDS = 2.0
+# No byte in this long means the connection is dead; the client itself sets no timeout on API calls.
+STALL_SECONDS = float(os.environ.get("KAGGLE_MNIST_NETWORK_TIMEOUT", "60"))
+
+
+def download_competition(folder: Path, competition: str = COMPETITION) -> Path:
+    """Downloads the competition zip into `folder` (resuming a partial one) and returns its path."""
+    api = client()
+    archive = Path(folder) / f"{competition}.zip"
+
+    def progress() -> int:
+        with contextlib.suppress(OSError):
+            return archive.stat().st_size
+        return -1
+
+    def call() -> None:
+        api.competition_download_files(competition, path=str(folder), force=False, quiet=True)
+
+    _with_retries(lambda: _watched(call, progress), "downloading the competition files")
+    if not archive.is_file():
+        raise UserError(f"the Kaggle API reported success but {archive} is missing: run fetch again")
+    return archive
+
+
+def submit(file: Path, message: str, competition: str = COMPETITION) -> Any:
+    """Uploads a submission file; returns the client's response (with `.message` and `.ref`)."""
+    api = client()
+    response = _with_retries(
+        lambda: _watched(lambda: api.competition_submit(str(file), message, competition, quiet=True)),
+        "submitting",
+    )
+    # The client does not raise when the upload itself fails; it returns this message instead.
+    if getattr(response, "message", "") == getattr(api, "COMPETITION_SUBMIT_UPLOAD_FAILED_MESSAGE", None):
+        raise UserError(
+            'Kaggle did not accept the upload of the submission file ("Could not submit to competition"); '
+            "nothing was submitted: run submit again later"
+        )
+    return response
+
+
+def submission_limits(competition: str = COMPETITION) -> Any | None:
+    """Today's submission counts, or None where the client (kaggle < 2.2.4) cannot tell."""
+    api = client()
+    if not hasattr(api, "competition_get_submission_limits"):
+        return None
+    return _with_retries(
+        lambda: _watched(lambda: api.competition_get_submission_limits(competition)),
+        "checking submission limits",
+    )
+
+
+def submissions(competition: str = COMPETITION) -> list:
+    api = client()
+    result = _with_retries(
+        lambda: _watched(lambda: api.competition_submissions(competition)), "listing your submissions"
+    )
+    return [s for s in (result or []) if s is not None]
+
+
+# ----------------------------------------------------------------------------------------------
+# The client
+
+
+_CLIENT: Any = None
+
+
+def client() -> Any:
+    """An authenticated `KaggleApi`, imported and built on first use."""
+    global _CLIENT
+    if _CLIENT is not None:
+        return _CLIENT
+    _require_credentials()
+    try:
+        with contextlib.redirect_stdout(io.StringIO()):
+            from kaggle.api.kaggle_api_extended import KaggleApi
+
+            api = KaggleApi()
+            api.authenticate()
+    except SystemExit:
+        raise UserError(
+            f"Kaggle did not accept your credentials: check kaggle.json or KAGGLE_API_TOKEN "
+            f"(a new token comes from {SETTINGS_URL} > API)"
+        ) from None
+    except OSError as exc:
+        # kaggle creates its config folder when imported; an unwritable home makes that fail.
+        raise UserError(
+            f"the kaggle client could not create its settings folder ({exc.strerror or exc}: "
+            f"{getattr(exc, 'filename', '') or '~/.kaggle'}): set KAGGLE_CONFIG_DIR to a folder you can write"
+        ) from None
+    except Exception as exc:  # network failures while a token is checked, among others
+        raise _explain(exc, "signing in to Kaggle") from None
+    _CLIENT = api
+    return api
+
+
+def credential_locations() -> list[Path]:
+    """Where the kaggle client looks for kaggle.json, in its own order."""
+    if os.environ.get("KAGGLE_CONFIG_DIR"):
+        return [Path(os.environ["KAGGLE_CONFIG_DIR"]) / "kaggle.json"]
+    home = Path(os.path.expanduser("~"))
+    xdg = Path(os.environ.get("XDG_CONFIG_HOME") or home / ".config")
+    return [home / ".kaggle" / "kaggle.json", xdg / "kaggle" / "kaggle.json"]
+
+
+def _require_credentials() -> None:
+    """Fails early, in our words, when the client would find no credentials at all."""
+    if os.environ.get("KAGGLE_API_TOKEN") or (
+        os.environ.get("KAGGLE_USERNAME") and os.environ.get("KAGGLE_KEY")
+    ):
+        return
+    home = Path(os.path.expanduser("~"))
+    if any((home / ".kaggle" / n).is_file() for n in ("access_token", "access_token.txt")):
+        return
+    for path in credential_locations():
+        if path.is_file():
+            try:
+                config = json.loads(path.read_text(encoding="utf-8"))
+                if not (isinstance(config, dict) and config.get("username") and config.get("key")):
+                    raise ValueError
+            except (OSError, ValueError):
+                raise UserError(
+                    f'{path} is not valid: it must be JSON with "username" and "key" '
+                    "(see kaggle.json.example)"
+                ) from None
+            return
+    raise UserError(
+        f"no Kaggle credentials found: create an API token at {SETTINGS_URL} > API and save it as "
+        f"{credential_locations()[0]} (chmod 600; see kaggle.json.example), or set KAGGLE_USERNAME and "
+        "KAGGLE_KEY, or KAGGLE_API_TOKEN; or pass --from PATH with a local copy of the data"
+    )
+
+
+# ----------------------------------------------------------------------------------------------
+# Retries, timeouts and error messages
+
+
+def _with_retries(call: Callable[[], T], action: str) -> T:
+    for attempt in range(1, ATTEMPTS + 1):
+        try:
+            return call()
+        except UserError:
+            raise
+        except Exception as exc:
+            status = _status(exc)
+            if attempt < ATTEMPTS and (status == 429 or (status is not None and status >= 500)):
+                time.sleep(_retry_after(exc) or BACKOFF_SECONDS * 2 ** (attempt - 1))
+                continue
+            raise _explain(exc, action, attempts=attempt) from None
+    raise AssertionError("unreachable")
+
+
+def _watched(call: Callable[[], T], progress: Callable[[], int] | None = None) -> T:
+    """Runs `call` in a daemon thread; gives up once nothing has moved for STALL_SECONDS.
+
+    requests is given no timeout by the kaggle client, so a server that accepts the connection and
+    never answers would hang the command forever. `progress` (bytes on disk) counts as movement.
+    """
+    outcome: dict[str, Any] = {}
+
+    def run() -> None:
+        try:
+            outcome["value"] = call()
+        except BaseException as exc:  # carried to the caller's thread
+            outcome["error"] = exc
+
+    worker = threading.Thread(target=run, daemon=True)
+    worker.start()
+    last_seen, last_move = (progress() if progress else 0), time.monotonic()
+    while worker.is_alive():
+        worker.join(timeout=0.25)
+        seen = progress() if progress else 0
+        if seen != last_seen:
+            last_seen, last_move = seen, time.monotonic()
+        elif time.monotonic() - last_move > STALL_SECONDS:
+            raise TimeoutError(f"no answer from Kaggle for {STALL_SECONDS:.0f} s")
+    if "error" in outcome:
+        raise outcome["error"]
+    return outcome["value"]
+
+
+def _status(exc: BaseException) -> int | None:
+    response = getattr(exc, "response", None)
+    return getattr(response, "status_code", None) if response is not None else None
+
+
+def _retry_after(exc: BaseException) -> float | None:
+    response = getattr(exc, "response", None)
+    value = getattr(response, "headers", {}).get("Retry-After") if response is not None else None
+    try:
+        return min(float(value), 60.0) if value is not None else None
+    except ValueError:
+        return None
+
+
+def _explain(exc: BaseException, action: str, attempts: int = 1) -> UserError:
+    import requests  # a dependency of kaggle, so present whenever we got here
+
+    status = _status(exc)
+    detail = _server_message(exc)
+    if status == 401:
+        return UserError(
+            f"Kaggle rejected your credentials (401) while {action}: check the username and key in kaggle.json "
+            f"or KAGGLE_API_TOKEN; a new token comes from {SETTINGS_URL} > API"
+        )
+    if status == 403:
+        return UserError(
+            f"Kaggle refused access (403) while {action}: accept the competition rules at {RULES_URL} "
+            "with the same account, then run again"
+        )
+    if status == 404:
+        return UserError(
+            f"Kaggle found no competition '{COMPETITION}' (404) while {action}: check the name, "
+            f"and that you joined it at {RULES_URL}"
+        )
+    if status == 429:
+        return UserError(
+            f"Kaggle is rate limiting you (429) while {action}, still after {attempts} tries: "
+            "wait a few minutes and run again"
+        )
+    if status is not None and status >= 500:
+        return UserError(
+            f"Kaggle's server failed (HTTP {status}) while {action}, after {attempts} tries: "
+            "Kaggle may be down; try again later"
+        )
+    if status is not None:
+        return UserError(f"Kaggle answered HTTP {status} while {action}: {detail or 'no details'}")
+    if isinstance(exc, (requests.exceptions.ChunkedEncodingError, ValueError)) or "IncompleteRead" in repr(
+        exc
+    ):
+        got = re.search(r"IncompleteRead\((\d+) bytes read, (\d+) more expected", repr(exc))
+        how = f"{int(got[1]):,} of {int(got[1]) + int(got[2]):,} bytes arrived" if got else _one_line(exc)
+        return UserError(
+            f"the download was cut short while {action} ({how}): run the same command again to resume it"
+        )
+    if isinstance(exc, (requests.exceptions.Timeout, TimeoutError)):
+        return UserError(
+            f"Kaggle did not answer in time while {action} ({_one_line(exc)}): check your connection and run again"
+        )
+    if isinstance(exc, requests.exceptions.ConnectionError):
+        return UserError(
+            f"could not reach Kaggle while {action} ({_one_line(exc)}): check your internet connection "
+            "(in a Kaggle notebook, switch Internet on in the session settings) and run again"
+        )
+    if isinstance(exc, OSError):
+        return UserError(f"a file could not be written while {action} ({_one_line(exc)})")
+    return UserError(f"the kaggle client failed while {action}: {_one_line(exc)}")
+
+
+def _server_message(exc: BaseException) -> str:
+    response = getattr(exc, "response", None)
+    try:
+        return str(response.json().get("message", "")) if response is not None else ""
+    except Exception:
+        return str(exc)[:200]
+
+
+def _one_line(exc: BaseException) -> str:
+    text = " ".join(str(exc).split())
+    return (text[:160] + "...") if len(text) > 160 else (text or type(exc).__name__)

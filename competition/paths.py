@@ -1,0 +1,45 @@
+"""Where things live. Every path the project uses is defined here, once.
+
+The workspace is the current directory, or `/kaggle/working` inside a Kaggle notebook.
+`KAGGLE_MNIST_KAGGLE_ROOT` moves the notebook mount root (default `/kaggle`) so tests can fake one.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from competition import COMPETITION
+
+
+def kaggle_root() -> Path:
+    return Path(os.environ.get("KAGGLE_MNIST_KAGGLE_ROOT", "/kaggle"))
+
+
+def in_kaggle_notebook() -> bool:
+    # Kaggle sets KAGGLE_KERNEL_RUN_TYPE in every notebook; the mount is the fallback sign.
+    return bool(os.environ.get("KAGGLE_KERNEL_RUN_TYPE")) or (kaggle_root() / "input").is_dir()
+
+
+def workspace() -> Path:
+    override = os.environ.get("KAGGLE_MNIST_WORKSPACE")
+    if override:
+        return Path(override)
+    working = kaggle_root() / "working"
+    # In a notebook the current directory is usually /kaggle/working already, but a `%cd` elsewhere
+    # (often into read-only /kaggle/input) must not send outputs there.
+    if in_kaggle_notebook() and working.is_dir():
+        return working
+    return Path.cwd()
+
+
+def data_dir() -> Path:
+    return workspace() / "data" / COMPETITION
+
+
+def ensembles_dir() -> Path:
+    return workspace() / "ensembles"
+
+
+def submissions_dir() -> Path:
+    return workspace() / "submissions"

@@ -1,0 +1,81 @@
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from competition import kaggle_api
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@dataclass
+class Result:
+    returncode: int
+    stdout: str
+    stderr: str
+
+    @property
+    def output(self) -> str:
+        return self.stdout + self.stderr
+
+
+@pytest.fixture
+def workspace(tmp_path, monkeypatch) -> Path:
+    """An empty workspace, a home with no credentials, and no Kaggle notebook mount."""
+    ws = tmp_path / "ws"
+    ws.mkdir()
+    home = tmp_path / "home"
+    home.mkdir()
+    monkeypatch.chdir(ws)
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.setenv("KAGGLE_MNIST_KAGGLE_ROOT", str(tmp_path / "no-kaggle"))
+    for var in (
+        "KAGGLE_MNIST_WORKSPACE",
+        "KAGGLE_KERNEL_RUN_TYPE",
+        "KAGGLE_CONFIG_DIR",
+        "KAGGLE_USERNAME",
+        "KAGGLE_KEY",
+        "KAGGLE_API_TOKEN",
+        "XDG_CONFIG_HOME",
+    ):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setattr(kaggle_api, "_CLIENT", None)
+    return ws
+
+
+def run_cli(*args: str, cwd: Path, env: dict[str, str] | None = None, timeout: float = 240) -> Result:
+    """The real command line in a fresh process, as a user would run it."""
+    full_env = {k: v for k, v in os.environ.items() if not k.startswith("KAGGLE")}
+    full_env.update(
+        {
+            "PYTHONPATH": str(ROOT),
+            "KERAS_BACKEND": full_env.get("KERAS_BACKEND", "tensorflow"),
+            "TF_CPP_MIN_LOG_LEVEL": "2",
+            "COLUMNS": "200",
+        }
+    )
+    full_env.update(env or {})
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "tests" / "cli_runner.py"), *args],
+        cwd=cwd,
+        env=full_env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        stdin=subprocess.DEVNULL,
+    )
+    return Result(proc.returncode, proc.stdout, proc.stderr)
+
+
+def assert_clean_failure(result: Result, *needles: str) -> None:
+    assert result.returncode != 0, result.output
+    assert "Traceback" not in result.output, result.output
+    err = result.stderr.strip()
+    assert err.startswith("error: "), result.output
+    for needle in needles:
+        assert needle.lower() in err.lower(), f"{needle!r} not in {err!r}"

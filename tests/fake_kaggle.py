@@ -1,0 +1,247 @@
+"""A small stand-in for api.kaggle.com, on 127.0.0.1, spoken to by the real `kaggle` client.
+
+The client is routed here without patching it: `KAGGLE_API_ENVIRONMENT=LOCALHOST` makes it post to
+`http://localhost/api/v1/...`, and `http_proxy` points at this server, which therefore receives absolute
+URLs. It speaks what the client needs: `POST /api/v1/<Service>/<Method>` with camelCase JSON, Basic
+or Bearer auth, errors as a non-2xx status with `{"code", "message"}`.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import threading
+import time
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import urlsplit
+
+COMPETITION_SERVICE = "competitions.CompetitionApiService"
+
+
+@dataclass
+class KaggleState:
+    username: str = "tester"
+    key: str = "secret-key"
+    token: str = "good-token"
+    competition: str = "digit-recognizer"
+    archive: bytes = b""
+    # Per method: statuses to answer before behaving normally, consumed one per call.
+    failures: dict[str, list[int]] = field(default_factory=dict)
+    # Every method in here answers this status forever.
+    always: dict[str, int] = field(default_factory=dict)
+    cut_short: int = 0  # how many archive GETs send half their bytes and hang up
+    hang_seconds: float = 0.0  # API calls sleep this long before answering (a dead server)
+    calls: list[str] = field(default_factory=list)
+    # Submissions (filled in by the tests that need them).
+    labels: list[int] | None = None
+    uploads: dict[str, bytes] = field(default_factory=dict)
+    submissions: list[dict] = field(default_factory=list)
+    allowed_per_day: int = 5
+    submit_status: str = "COMPLETE"
+    fail_upload: bool = False
+
+
+class FakeKaggle:
+    def __init__(self, state: KaggleState | None = None):
+        self.state = state or KaggleState()
+        self.stop_event = threading.Event()
+        handler = type("Handler", (_Handler,), {"fake": self})
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        self.server.daemon_threads = True
+        self.port = self.server.server_address[1]
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    def __enter__(self) -> FakeKaggle:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop_event.set()
+        self.server.shutdown()
+        self.server.server_close()
+
+    @property
+    def proxy(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def methods_called(self) -> list[str]:
+        return list(self.state.calls)
+
+
+class _Handler(BaseHTTPRequestHandler):
+    fake: FakeKaggle
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, *args) -> None:  # keep test output clean
+        pass
+
+    # -- plumbing ---------------------------------------------------------------------------
+    def _path(self) -> str:
+        return urlsplit(self.path).path
+
+    def _send_json(self, status: int, payload: dict) -> None:
+        body = json.dumps(payload).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def _error(self, status: int, message: str) -> None:
+        self._send_json(status, {"code": status, "message": message})
+
+    def _body(self) -> bytes:
+        length = int(self.headers.get("Content-Length") or 0)
+        return self.rfile.read(length) if length else b""
+
+    def _authorised(self) -> bool:
+        state = self.fake.state
+        auth = self.headers.get("Authorization", "")
+        if auth.startswith("Basic "):
+            user, _, key = base64.b64decode(auth[6:]).decode().partition(":")
+            return user == state.username and key == state.key
+        if auth.startswith("Bearer "):
+            return auth[7:] == state.token
+        return False
+
+    # -- verbs --------------------------------------------------------------------------------
+    def do_POST(self) -> None:
+        state = self.fake.state
+        path = self._path()
+        body = self._body()
+        if not path.startswith("/api/v1/"):
+            return self._error(404, "not found")
+        service, _, method = path[len("/api/v1/") :].partition("/")
+        state.calls.append(method)
+        if state.hang_seconds:
+            self.fake.stop_event.wait(state.hang_seconds)
+        payload = json.loads(body or b"{}")
+        if service == "security.OAuthService" and method == "IntrospectToken":
+            ok = payload.get("token") == state.token
+            return self._send_json(200, {"active": ok, "username": state.username if ok else ""})
+        if method in state.always:
+            return self._error(state.always[method], f"forced {state.always[method]}")
+        queued = state.failures.get(method)
+        if queued:
+            return self._error(queued.pop(0), "forced failure")
+        if not self._authorised():
+            return self._error(401, "Unauthenticated")
+        if service != COMPETITION_SERVICE:
+            return self._error(404, f"no such service {service}")
+        handler = getattr(self, f"_api_{method}", None)
+        if handler is None:
+            return self._error(404, f"no such method {method}")
+        if payload.get("competitionName") not in (None, state.competition):
+            return self._error(404, "Competition not found")
+        return handler(payload)
+
+    def do_GET(self) -> None:
+        state = self.fake.state
+        path = self._path()
+        if path.startswith("/files/"):
+            return self._serve_archive(state.archive)
+        return self._error(404, "not found")
+
+    def do_PUT(self) -> None:
+        state = self.fake.state
+        path = self._path()
+        body = self._body()
+        if path.startswith("/upload/"):
+            if state.fail_upload:
+                return self._error(500, "upload failed")
+            state.uploads[path.rsplit("/", 1)[-1]] = body
+            self.send_response(200)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            return None
+        return self._error(404, "not found")
+
+    # -- competition methods ---------------------------------------------------------------------
+    def _api_DownloadDataFiles(self, payload: dict) -> None:
+        self.send_response(302)
+        self.send_header("Location", f"http://localhost/files/{self.fake.state.competition}.zip")
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    def _serve_archive(self, data: bytes) -> None:
+        state = self.fake.state
+        start = 0
+        ranged = self.headers.get("Range", "")
+        if ranged.startswith("bytes="):
+            start = int(ranged[6:].split("-")[0] or 0)
+        part = data[start:]
+        self.send_response(206 if start else 200)
+        self.send_header("Content-Type", "application/zip")
+        self.send_header("Content-Length", str(len(part)))
+        self.send_header("Accept-Ranges", "bytes")
+        self.send_header("ETag", '"v1"')
+        self.send_header(
+            "Last-Modified", time.strftime("%a, %d %b %Y %H:%M:%S GMT", time.gmtime(1_700_000_000))
+        )
+        self.end_headers()
+        if state.cut_short > 0 and len(part) > 1:
+            state.cut_short -= 1
+            self.wfile.write(part[: len(part) // 2])
+            self.wfile.flush()
+            self.close_connection = True
+            return
+        self.wfile.write(part)
+
+    def _api_StartSubmissionUpload(self, payload: dict) -> None:
+        token = f"blob-{len(self.fake.state.uploads) + len(self.fake.state.submissions) + 1}"
+        self._send_json(200, {"token": token, "createUrl": f"http://localhost/upload/{token}"})
+
+    def _api_CreateSubmission(self, payload: dict) -> None:
+        state = self.fake.state
+        token = payload.get("blobFileTokens")
+        if isinstance(token, list):
+            token = token[0] if token else None
+        data = state.uploads.get(token)
+        if data is None:
+            return self._error(400, "Unknown upload token")
+        used = sum(1 for s in state.submissions if s["counted"])
+        if used >= state.allowed_per_day:
+            return self._error(400, "Submission limit reached for today")
+        ref = 1000 + len(state.submissions)
+        score, error = _score(data, state.labels)
+        status = "ERROR" if error or state.submit_status == "ERROR" else state.submit_status
+        state.submissions.append(
+            {
+                "ref": ref,
+                "date": "2026-11-21T10:00:00.000Z",
+                "description": payload.get("submissionDescription", ""),
+                "fileName": "submission.csv",
+                "status": status,
+                "publicScore": "" if status == "ERROR" else f"{score:.5f}",
+                "errorDescription": error or ("scoring failed" if status == "ERROR" else ""),
+                "counted": True,
+            }
+        )
+        self._send_json(200, {"message": "Successfully submitted to Digit Recognizer", "ref": ref})
+
+    def _api_ListSubmissions(self, payload: dict) -> None:
+        subs = [{k: v for k, v in s.items() if k != "counted"} for s in reversed(self.fake.state.submissions)]
+        self._send_json(200, {"submissions": subs, "nextPageToken": ""})
+
+    def _api_GetSubmissionLimits(self, payload: dict) -> None:
+        state = self.fake.state
+        used = sum(1 for s in state.submissions if s["counted"])
+        self._send_json(
+            200, {"numToday": used, "numAllowedNow": max(0, state.allowed_per_day - used), "numTotal": used}
+        )
+
+
+def _score(data: bytes, labels: list[int] | None) -> tuple[float, str | None]:
+    """Accuracy against the held labels, the way Kaggle scores this competition."""
+    if labels is None:
+        return 0.0, None
+    lines = io.StringIO(data.decode()).read().strip().splitlines()
+    if not lines or lines[0].strip() != "ImageId,Label" or len(lines) - 1 != len(labels):
+        return 0.0, "Submission file has the wrong shape"
+    right = 0
+    for line in lines[1:]:
+        image_id, label = line.split(",")
+        right += int(label) == labels[int(image_id) - 1]
+    return right / len(labels), None

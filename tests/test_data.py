@@ -1,0 +1,244 @@
+"""fetch from local copies and notebook mounts, validation, cache; every bad file gives one clear error."""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from competition import data, paths
+from competition.errors import UserError
+from tests import digits
+from tests.conftest import assert_clean_failure, run_cli
+
+
+def _fetch(source, force=False):
+    lines: list[str] = []
+    summary = data.fetch(source=source, force=force, log=lines.append)
+    return summary, "\n".join(lines)
+
+
+def _leftovers(ws: Path) -> list[str]:
+    parent = ws / "data"
+    return sorted(p.name for p in parent.iterdir() if p.name.startswith(".digit")) if parent.exists() else []
+
+
+def test_fetch_from_zip_validates_and_caches(workspace, tmp_path):
+    archive = tmp_path / "digit-recognizer.zip"
+    archive.write_bytes(digits.competition_zip(120, 30)[0])
+    summary, log = _fetch(archive)
+    assert summary["rows"] == {"train.csv": 120, "test.csv": 30}
+    assert sum(summary["class_counts"].values()) == 120
+    assert "the competition has 42,000" in log  # counts differ from the competition's: say so
+    target = workspace / "data" / "digit-recognizer"
+    assert {p.name for p in target.iterdir()} >= {"train.csv", "test.csv", "sample_submission.csv", "cache"}
+    loaded = data.load()
+    assert loaded.train_images.shape == (120, 28, 28) and loaded.train_images.dtype == np.uint8
+    assert loaded.test_images.shape == (30, 28, 28)
+    assert loaded.train_labels.dtype == np.uint8 and set(loaded.train_labels) == set(range(10))
+    # The cache holds exactly what the CSV says.
+    labels, images, _, _ = digits.make_frames(120, 30)
+    np.testing.assert_array_equal(loaded.train_images, images)
+    np.testing.assert_array_equal(loaded.train_labels, labels)
+    assert _leftovers(workspace) == []
+
+
+def test_second_fetch_does_nothing_and_force_fetches_again(workspace, tmp_path, monkeypatch):
+    folder = tmp_path / "csvs"
+    digits.write_csvs(folder, 60, 20)
+    _fetch(folder)
+    calls = []
+    monkeypatch.setattr(data, "_from_local", lambda *a: calls.append(a) or "x")
+    _, log = _fetch(folder)
+    assert calls == [] and "nothing to fetch" in log
+    monkeypatch.undo()
+    monkeypatch.chdir(workspace)
+    digits.write_csvs(folder, 80, 20, seed=3)
+    summary, _ = _fetch(folder, force=True)
+    assert summary["rows"]["train.csv"] == 80
+
+
+def test_cache_follows_a_changed_csv(workspace, tmp_path):
+    folder = tmp_path / "csvs"
+    digits.write_csvs(folder, 60, 20)
+    _fetch(folder)
+    train = workspace / "data" / "digit-recognizer" / "train.csv"
+    lines = train.read_text().splitlines()
+    train.write_text("\n".join(lines[:41]) + "\n")  # keep 40 rows
+    os.utime(train, ns=(time.time_ns(), time.time_ns() + 10**9))
+    assert len(data.load().train_labels) == 40
+
+
+def test_load_without_data_says_run_fetch(workspace):
+    with pytest.raises(UserError, match="kaggle-mnist fetch"):
+        data.load()
+
+
+def _bad_train(rows_edit):
+    labels, images, test_images, _ = digits.make_frames(20, 5)
+    lines = digits.train_csv(labels, images).splitlines()
+    lines = rows_edit(lines)
+    return "\n".join(lines) + "\n", digits.test_csv(test_images)
+
+
+def _replace_cell(line: str, column: int, value: str) -> str:
+    cells = line.split(",")
+    cells[column] = value
+    return ",".join(cells)
+
+
+BAD_FILES = {
+    "wrong header": (lambda ls: [ls[0].replace("pixel5,", "pixel_5,"), *ls[1:]], "column 7 is 'pixel_5'"),
+    "short row": (
+        lambda ls: [ls[0], ls[1], ",".join(ls[2].split(",")[:700]), *ls[3:]],
+        "line 3 is short: 700 values",
+    ),
+    "non-numeric": (lambda ls: [ls[0], _replace_cell(ls[1], 10, "abc"), *ls[2:]], "'abc' is not a number"),
+    "missing value": (
+        lambda ls: [ls[0], _replace_cell(ls[1], 10, ""), *ls[2:]],
+        "column pixel9: missing value",
+    ),
+    "pixel out of range": (
+        lambda ls: [ls[0], _replace_cell(ls[1], 3, "300"), *ls[2:]],
+        "300 is out of range",
+    ),
+    "negative pixel": (lambda ls: [ls[0], _replace_cell(ls[1], 3, "-1"), *ls[2:]], "-1 is out of range"),
+    "label out of range": (
+        lambda ls: [ls[0], _replace_cell(ls[1], 0, "12"), *ls[2:]],
+        "labels must be digits 0-9",
+    ),
+    "non-integer": (lambda ls: [ls[0], _replace_cell(ls[1], 5, "1.5"), *ls[2:]], "1.5 is not an integer"),
+    "header only": (lambda ls: [ls[0]], "header but no rows"),
+    "long first row": (lambda ls: [ls[0], ls[1] + ",7", *ls[2:]], "malformed"),
+    "long row": (lambda ls: [ls[0], ls[1], ls[2] + ",7", *ls[3:]], "Expected 785 fields in line 3, saw 786"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_FILES))
+def test_bad_train_csv_is_refused_and_nothing_is_left(workspace, tmp_path, case):
+    edit, needle = BAD_FILES[case]
+    train, test = _bad_train(edit)
+    archive = tmp_path / "bad.zip"
+    archive.write_bytes(digits.zip_bytes({"train.csv": train, "test.csv": test}))
+    with pytest.raises(UserError) as info:
+        _fetch(archive)
+    assert needle in info.value.message and "train.csv" in info.value.message
+    assert not (workspace / "data" / "digit-recognizer").exists()
+    assert _leftovers(workspace) == []
+
+
+def test_bad_file_does_not_replace_good_data(workspace, tmp_path):
+    good = tmp_path / "good"
+    digits.write_csvs(good, 30, 10)
+    _fetch(good)
+    train, test = _bad_train(lambda ls: [ls[0]])
+    archive = tmp_path / "bad.zip"
+    archive.write_bytes(digits.zip_bytes({"train.csv": train, "test.csv": test}))
+    with pytest.raises(UserError):
+        _fetch(archive, force=True)
+    assert len(data.load().train_labels) == 30  # the valid data is still there and still trusted
+
+
+def test_test_csv_with_label_column_is_refused(workspace, tmp_path):
+    labels, images, _, _ = digits.make_frames(20, 5)
+    archive = tmp_path / "leak.zip"
+    archive.write_bytes(
+        digits.zip_bytes(
+            {"train.csv": digits.train_csv(labels, images), "test.csv": digits.train_csv(labels, images)}
+        )
+    )
+    with pytest.raises(UserError, match="test.csv has a 'label' column"):
+        _fetch(archive)
+
+
+@pytest.mark.parametrize(
+    "content, needle",
+    [(b"", "is empty (0 bytes)"), (b"this is not a zip at all", "is not a zip archive")],
+)
+def test_not_a_zip(workspace, tmp_path, content, needle):
+    archive = tmp_path / "download.zip"
+    archive.write_bytes(content)
+    with pytest.raises(UserError, match=needle.replace("(", r"\(").replace(")", r"\)")):
+        _fetch(archive)
+
+
+def test_zip_member_escaping_the_folder_is_refused(workspace, tmp_path):
+    archive = tmp_path / "evil.zip"
+    good, _ = digits.competition_zip(20, 5)
+    import io
+    import zipfile
+
+    members = {
+        info.filename: zipfile.ZipFile(io.BytesIO(good)).read(info)
+        for info in zipfile.ZipFile(io.BytesIO(good)).infolist()
+    }
+    members["../../escaped.txt"] = b"gotcha"
+    archive.write_bytes(digits.zip_bytes(members))
+    with pytest.raises(UserError, match="escapes the folder"):
+        _fetch(archive)
+    assert not list(tmp_path.rglob("escaped.txt"))
+    assert not (workspace / "data" / "digit-recognizer").exists()
+
+
+def test_empty_csv_and_missing_member(workspace, tmp_path):
+    archive = tmp_path / "a.zip"
+    archive.write_bytes(
+        digits.zip_bytes({"train.csv": "", "test.csv": digits.test_csv(np.zeros((1, 28, 28)))})
+    )
+    with pytest.raises(UserError, match="train.csv is empty"):
+        _fetch(archive)
+    archive.write_bytes(digits.zip_bytes({"train.csv": "x"}))
+    with pytest.raises(UserError, match="has no test.csv"):
+        _fetch(archive)
+
+
+@pytest.mark.parametrize("layout", ["digit-recognizer", "competitions/digit-recognizer", "some-copy/files"])
+def test_kaggle_notebook_mounted_input(workspace, tmp_path, monkeypatch, layout):
+    root = tmp_path / "kaggle"
+    digits.write_csvs(root / "input" / layout, 40, 10)
+    (root / "working").mkdir()
+    monkeypatch.setenv("KAGGLE_MNIST_KAGGLE_ROOT", str(root))
+    monkeypatch.setenv("KAGGLE_KERNEL_RUN_TYPE", "Interactive")
+    assert paths.workspace() == root / "working"
+    summary, log = _fetch(None)
+    assert summary["rows"]["train.csv"] == 40 and layout in log
+    assert (root / "working" / "data" / "digit-recognizer" / "cache" / "manifest.json").is_file()
+
+
+def test_kaggle_notebook_without_competition_input(workspace, tmp_path, monkeypatch):
+    root = tmp_path / "kaggle"
+    (root / "input").mkdir(parents=True)
+    monkeypatch.setenv("KAGGLE_MNIST_KAGGLE_ROOT", str(root))
+    with pytest.raises(UserError, match="Add Input"):
+        _fetch(None)
+
+
+def test_unwritable_workspace(workspace, tmp_path, monkeypatch):
+    # A file where a folder should be fails for root too, unlike chmod.
+    blocker = tmp_path / "blocker"
+    blocker.write_text("")
+    monkeypatch.setenv("KAGGLE_MNIST_WORKSPACE", str(blocker / "ws"))
+    folder = tmp_path / "csvs"
+    digits.write_csvs(folder, 20, 5)
+    with pytest.raises(UserError, match="cannot write to"):
+        _fetch(folder)
+
+
+def test_cli_fetch_reports_errors_in_one_line(workspace, tmp_path):
+    missing = run_cli("fetch", "--from", str(tmp_path / "nowhere.zip"), cwd=workspace)
+    assert_clean_failure(missing, "no such file or folder")
+    archive = tmp_path / "bad.zip"
+    archive.write_bytes(b"junk")
+    bad = run_cli("fetch", "--from", str(archive), cwd=workspace)
+    assert_clean_failure(bad, "not a zip archive")
+    assert len(bad.stderr.strip().splitlines()) == 1
+
+
+def test_cli_help_explains_every_option(workspace):
+    top = run_cli("--help", cwd=workspace)
+    assert top.returncode == 0 and "fetch" in top.stdout
+    sub = run_cli("fetch", "--help", cwd=workspace)
+    assert "--from" in sub.stdout and "--force" in sub.stdout and "zip" in sub.stdout
