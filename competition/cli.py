@@ -9,6 +9,9 @@ from typing import Annotated
 import typer
 
 from competition.errors import UserError
+from competition.settings import TrainSettings
+
+DEFAULTS = TrainSettings()
 
 app = typer.Typer(
     name="kaggle-mnist",
@@ -65,6 +68,78 @@ def fetch(
     from competition import data
 
     data.fetch(source=source, force=force, log=typer.echo)
+
+
+@app.command()
+def train(
+    folds: Annotated[
+        int, typer.Option(help="Stratified k-fold splits; each row is validated once.")
+    ] = DEFAULTS.folds,
+    seeds: Annotated[
+        int, typer.Option(help="Differently seeded models per fold (members = folds x seeds).")
+    ] = DEFAULTS.seeds,
+    epochs: Annotated[int, typer.Option(help="Epochs per member.")] = DEFAULTS.epochs,
+    batch_size: Annotated[int, typer.Option(help="Training batch size.")] = DEFAULTS.batch_size,
+    arch: Annotated[
+        str, typer.Option(help="Network: bncnn (the recipe), lenet or mlp (tutorial baselines).")
+    ] = "bncnn",
+    learning_rate: Annotated[float, typer.Option("--lr", help="Starting learning rate (Adam).")] = 1e-3,
+    schedule: Annotated[
+        str,
+        typer.Option(help="exponential (lr x 0.95^epoch) or plateau (halve when validation loss stalls)."),
+    ] = "exponential",
+    early_stopping: Annotated[
+        int,
+        typer.Option(
+            help="Stop a member after this many epochs without better validation accuracy (0 = off)."
+        ),
+    ] = 0,
+    augment: Annotated[bool, typer.Option(help="Random rotation, zoom and shift while training.")] = True,
+    subset: Annotated[
+        int, typer.Option(help="Train on the first N rows only, for a quick look (0 = all).")
+    ] = 0,
+    seed: Annotated[int, typer.Option(help="Base seed of every member.")] = 0,
+    backend: Annotated[str, typer.Option(help="Keras backend: tensorflow, jax or torch.")] = "tensorflow",
+    precision: Annotated[
+        str, typer.Option(help="auto (mixed float16 on GPU, float32 on CPU), float32 or mixed.")
+    ] = "auto",
+    fresh: Annotated[
+        bool,
+        typer.Option("--fresh", help="Start a new run even if this one was trained or interrupted before."),
+    ] = False,
+    quiet: Annotated[
+        bool, typer.Option("--quiet", help="Plain log lines instead of the live progress bar.")
+    ] = False,
+) -> None:
+    """Train the k-fold ensemble into ensembles/<run-id>/.
+
+    Rerunning the same command continues an interrupted run: finished members are kept, a half-trained
+    member resumes from its last finished epoch. Uses a GPU when the backend finds one.
+    """
+    from competition import backend as backends
+
+    try:
+        settings = TrainSettings(
+            arch=arch,
+            folds=folds,
+            seeds=seeds,
+            epochs=epochs,
+            batch_size=batch_size,
+            learning_rate=learning_rate,
+            schedule=schedule,
+            early_stopping=early_stopping,
+            augment=augment,
+            subset=subset,
+            seed=seed,
+            backend=backend,
+            precision=precision,
+        )
+    except ValueError as exc:
+        raise UserError(str(exc)) from None
+    backends.select(backend)
+    from competition import train as training
+
+    training.train(settings, fresh=fresh, quiet=quiet)
 
 
 def main() -> None:

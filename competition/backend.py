@@ -1,0 +1,107 @@
+"""Choosing the Keras backend and finding accelerators. Nothing else imports a backend library.
+
+Keras reads KERAS_BACKEND once, on first import, so `select` must run before anything imports keras.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sys
+
+from competition.errors import UserError
+
+
+def select(name: str) -> None:
+    if "keras" in sys.modules:
+        import keras
+
+        if keras.backend.backend() != name:
+            raise UserError(
+                f"Keras is already loaded with the {keras.backend.backend()} backend in this process; "
+                f"start a new Python process to use {name}"
+            )
+        return
+    os.environ["KERAS_BACKEND"] = name
+    # TensorFlow's C++ start-up chatter (CUDA probes, graph warnings) is not for users.
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    try:
+        with _quiet_native_stderr():
+            __import__({"tensorflow": "tensorflow", "jax": "jax", "torch": "torch"}[name])
+    except ImportError:
+        raise UserError(
+            f"the {name} backend is not installed: pip install {name}, or use --backend tensorflow"
+        ) from None
+
+
+@contextlib.contextmanager
+def _quiet_native_stderr():
+    """Mutes file descriptor 2 while a backend loads: absl prints CUDA probes before any log level
+    applies. Python exceptions are unaffected; they surface after the block."""
+    try:
+        saved = os.dup(2)
+    except OSError:
+        yield
+        return
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        sys.stderr.flush()
+        os.dup2(devnull, 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
+
+
+def gpus() -> list[str]:
+    """Names of the GPUs the current backend can use."""
+    import keras
+
+    backend = keras.backend.backend()
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        return [d.name for d in tf.config.list_physical_devices("GPU")]
+    if backend == "jax":
+        import jax
+
+        return [str(d) for d in jax.devices() if d.platform == "gpu"]
+    if backend == "torch":
+        import torch
+
+        return [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
+    return []
+
+
+def make_deterministic() -> None:
+    """Same seed, same numbers, on CPU. (On GPU some kernels are nondeterministic by design.)"""
+    import keras
+
+    if keras.backend.backend() == "tensorflow":
+        import tensorflow as tf
+
+        tf.config.experimental.enable_op_determinism()
+
+
+def versions() -> dict[str, str]:
+    from importlib.metadata import PackageNotFoundError, version
+
+    found = {}
+    for package in (
+        "kaggle-mnist",
+        "keras",
+        "tensorflow",
+        "jax",
+        "torch",
+        "numpy",
+        "pandas",
+        "scikit-learn",
+        "kaggle",
+    ):
+        try:
+            found[package] = version(package)
+        except PackageNotFoundError:
+            pass
+    found["python"] = sys.version.split()[0]
+    return found

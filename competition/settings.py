@@ -1,0 +1,68 @@
+"""The one frozen record of how a run is trained. Saved as `config.json` in every run's folder."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+BACKENDS = ("tensorflow", "jax", "torch")
+PRECISIONS = ("auto", "float32", "mixed")
+SCHEDULES = ("exponential", "plateau")
+
+
+@dataclass(frozen=True)
+class TrainSettings:
+    arch: str = "bncnn"  # the public 0.99757 recipe; `lenet`/`mlp` for comparison
+    folds: int = 5  # stratified k-fold: every training row gets one out-of-fold prediction
+    seeds: int = 3  # models per fold; 5 folds x 3 seeds = the recipe's 15-member ensemble
+    epochs: int = 45  # the recipe's length; the 0.95/epoch decay has shrunk the rate 10x by then
+    batch_size: int = 64  # the recipe's; small batches regularise this small net well
+    learning_rate: float = 1e-3  # Adam's default, the recipe's starting rate
+    lr_decay: float = 0.95  # per epoch, for the exponential schedule
+    schedule: str = "exponential"  # or "plateau": ReduceLROnPlateau on validation loss
+    early_stopping: int = 0  # patience in epochs on validation accuracy, 0 = off (keeps CV honest)
+    augment: bool = True  # rotation/zoom/shift: worth ~0.1-0.2% on this data
+    rotation_degrees: float = 10.0  # more turns 1s into 7s
+    zoom: float = 0.1
+    shift: float = 0.1  # fraction of the 28-pixel side
+    dropout_rate: float = 0.4
+    split_seed: int = 42  # fixes the folds; the same for every member so OOF rows never overlap
+    seed: int = 0  # base of every member's seed
+    subset: int = 0  # train on the first N rows only (0 = all), for quick looks
+    backend: str = "tensorflow"  # Keras backend; Kaggle notebooks ship TensorFlow
+    precision: str = "auto"  # mixed float16 on a GPU, float32 on CPU (where float16 is slower)
+
+    def __post_init__(self) -> None:
+        problems = []
+        if self.folds < 2:
+            problems.append("--folds must be at least 2")
+        if self.seeds < 1 or self.epochs < 1 or self.batch_size < 1:
+            problems.append("--seeds, --epochs and --batch-size must be positive")
+        if self.subset < 0:
+            problems.append("--subset must be 0 (all rows) or a positive number of rows")
+        for name, value, allowed in (
+            ("backend", self.backend, BACKENDS),
+            ("precision", self.precision, PRECISIONS),
+            ("schedule", self.schedule, SCHEDULES),
+        ):
+            if value not in allowed:
+                problems.append(f"--{name} must be one of {', '.join(allowed)}, not {value!r}")
+        if problems:
+            raise ValueError("; ".join(problems))
+
+    @property
+    def members(self) -> list[tuple[int, int]]:
+        """(fold, seed index) for every ensemble member, in training order: all folds of seed 0 first,
+        so an interrupted run already has an out-of-fold prediction for every row."""
+        return [(fold, s) for s in range(self.seeds) for fold in range(self.folds)]
+
+    def member_seed(self, fold: int, seed_index: int) -> int:
+        return self.seed + 1000 * seed_index + fold
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict) -> TrainSettings:
+        known = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in values.items() if k in known})

@@ -1,0 +1,413 @@
+"""`kaggle-mnist train`: a stratified k-fold ensemble of seeded CNNs, one immutable folder per run.
+
+    ensembles/<run-id>/
+        config.json          every setting (TrainSettings) and the data checksums
+        manifest.json        package versions, backend, devices, git commit
+        folds.npy            the fold of every training row
+        members/<f0-s0>/     model.keras, best.keras, history.csv, oof.npz, test.npy, member.json
+        oof_probs.npy, test_probs.npy, metrics.json    written last: a run with metrics.json is complete
+
+Import this after `backend.select(...)`. Rerunning the same command continues an unfinished run:
+finished members are kept as they are, a half-trained one resumes from its last finished epoch.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import shutil
+import subprocess
+import time
+from pathlib import Path
+
+import keras
+import numpy as np
+from sklearn.model_selection import StratifiedKFold
+
+from competition import backend, data, ensemble, paths, storage
+from competition.errors import UserError
+from competition.model import ARCHITECTURES, build_model
+from competition.progress import RunProgress, console, results_table
+from competition.settings import TrainSettings
+
+PREDICT_BATCH = 1024  # inference has no gradients to hold: big batches are free speed
+
+
+# ----------------------------------------------------------------------------------------------
+# Public surface
+
+
+def train(settings: TrainSettings, fresh: bool = False, quiet: bool = False) -> Path:
+    """Trains (or continues) the run for `settings`; returns its folder."""
+    if settings.arch not in ARCHITECTURES:
+        raise UserError(f"--arch must be one of {', '.join(ARCHITECTURES)}, not {settings.arch!r}")
+    dataset = data.load()
+    images, labels = dataset.train_images, dataset.train_labels
+    if settings.subset:
+        images, labels = images[: settings.subset], labels[: settings.subset]
+    _check_enough_rows(labels, settings.folds)
+    identity = {
+        "settings": settings.to_dict(),
+        "train_sha256": dataset.train_sha256,
+        "test_sha256": dataset.test_sha256,
+    }
+
+    run_dir = None if fresh else _matching_run(identity)
+    if run_dir is not None and (run_dir / "metrics.json").is_file():
+        metrics = storage.read_json(run_dir / "metrics.json")
+        console.print(
+            f"This exact run is already trained: {run_dir} (CV accuracy {metrics['cv_accuracy']:.4%}). "
+            "Use --fresh to train it again in a new folder."
+        )
+        return run_dir
+    gpus = _configure_device(settings)
+    if run_dir is None:
+        run_dir = _new_run(settings, identity, gpus)
+        console.print(f"Training {len(settings.members)} members into {run_dir}")
+    else:
+        console.print(f"Continuing the unfinished run {run_dir}")
+    folds = np.load(run_dir / "folds.npy")
+
+    todo = [m for m in settings.members if not _member_done(run_dir, *m)]
+    steps_per_epoch = -(-int(np.sum(folds != todo[0][0])) // settings.batch_size) if todo else 0
+    if todo and not gpus:
+        _warn_cpu_time(settings, len(todo), int(np.sum(folds != 0)))
+    with RunProgress(len(todo) * settings.epochs * steps_per_epoch, quiet) as progress:
+        for number, (fold, seed_index) in enumerate(settings.members, start=1):
+            if (fold, seed_index) not in todo:
+                continue
+            label = f"member {number}/{len(settings.members)} (fold {fold}, seed {seed_index})"
+            result = _train_member(
+                run_dir,
+                settings,
+                fold,
+                seed_index,
+                images,
+                labels,
+                dataset.test_images,
+                folds,
+                progress,
+                label,
+            )
+            progress.log(f"{label}: val acc {result['val_accuracy']:.4%} in {result['seconds']:.0f} s")
+    metrics = _finish_run(run_dir, settings, labels, folds)
+    console.print(results_table(metrics["members"], metrics["fold_accuracy"], metrics["cv_accuracy"]))
+    console.print(
+        f"CV accuracy {metrics['cv_accuracy']:.4%} over {len(labels):,} rows; run saved in {run_dir}"
+    )
+    return run_dir
+
+
+def latest_run(required: str = "metrics.json") -> Path:
+    """The most recently finished run (the one later commands use when not told)."""
+    runs = sorted(
+        (p for p in paths.ensembles_dir().glob("*/") if (p / required).is_file()),
+        key=lambda p: (p / required).stat().st_mtime,
+    )
+    if not runs:
+        raise UserError(f"no trained run in {paths.ensembles_dir()}: run `kaggle-mnist train` first")
+    return runs[-1]
+
+
+def resolve_run(run: str | None) -> Path:
+    if run is None:
+        return latest_run()
+    candidate = Path(run)
+    for path in (candidate, paths.ensembles_dir() / run):
+        if (path / "metrics.json").is_file():
+            return path
+        if (path / "config.json").is_file():
+            raise UserError(
+                f"run {path} is unfinished: rerun the train command that started it to complete it"
+            )
+    raise UserError(
+        f"no run '{run}' in {paths.ensembles_dir()}: give a run id from there, or omit it for the latest"
+    )
+
+
+# ----------------------------------------------------------------------------------------------
+# One member
+
+
+class EpochSeeds(keras.callbacks.Callback):
+    """Makes each epoch a pure function of (member seed, epoch), so a resumed member matches an
+    uninterrupted one exactly: BackupAndRestore restores weights and optimizer, but not the state of the
+    random generators behind augmentation and dropout, nor the shuffle order."""
+
+    def __init__(self, batches: EpochBatches, seed: int):
+        super().__init__()
+        self.batches, self.seed = batches, seed
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.batches.set_epoch(epoch)
+        generators = [
+            v for v in self.model.non_trainable_variables if v.path.endswith("seed_generator_state")
+        ]
+        for i, state in enumerate(generators):
+            mixed = np.random.SeedSequence([self.seed, epoch, i]).generate_state(1)[0]
+            state.assign(np.array([mixed, 0], dtype=state.dtype))
+
+
+class EpochBatches(keras.utils.PyDataset):
+    """Shuffled mini-batches of the in-memory uint8 arrays, the order fixed by (seed, epoch)."""
+
+    def __init__(self, images: np.ndarray, labels: np.ndarray, batch_size: int, seed: int):
+        super().__init__()
+        self.images, self.labels, self.batch_size, self.seed = images, labels, batch_size, seed
+        self.set_epoch(0)
+
+    def set_epoch(self, epoch: int) -> None:
+        self.order = np.random.default_rng([self.seed, epoch]).permutation(len(self.labels))
+
+    def __len__(self) -> int:
+        return -(-len(self.labels) // self.batch_size)
+
+    def __getitem__(self, index: int):
+        rows = self.order[index * self.batch_size : (index + 1) * self.batch_size]
+        return self.images[rows], self.labels[rows]
+
+
+def _train_member(
+    run_dir, settings, fold, seed_index, images, labels, test_images, folds, progress, label
+) -> dict:
+    folder = _member_dir(run_dir, fold, seed_index)
+    folder.mkdir(parents=True, exist_ok=True)
+    train_rows, val_rows = np.flatnonzero(folds != fold), np.flatnonzero(folds == fold)
+    seed = settings.member_seed(fold, seed_index)
+    started = time.perf_counter()
+    timing = None
+
+    if (folder / "model.keras").is_file():
+        # Trained but interrupted before its predictions were saved: predict, don't retrain.
+        model = keras.models.load_model(folder / "model.keras")
+    else:
+        keras.utils.set_random_seed(seed)
+        model = build_model(
+            settings.arch,
+            settings.dropout_rate,
+            settings.augment,
+            settings.rotation_degrees,
+            settings.zoom,
+            settings.shift,
+        )
+        model.compile(
+            optimizer=keras.optimizers.Adam(settings.learning_rate),
+            loss="sparse_categorical_crossentropy",
+            metrics=["accuracy"],
+            jit_compile="auto",  # XLA on GPU; off on CPU, where it is several times slower
+        )
+        batches = EpochBatches(images[train_rows], labels[train_rows], settings.batch_size, seed)
+        timing = progress.callback(label, settings.epochs, settings.batch_size)
+        model.fit(
+            batches,
+            validation_data=(images[val_rows], labels[val_rows]),
+            validation_batch_size=PREDICT_BATCH,
+            epochs=settings.epochs,
+            # EpochBatches already shuffles by (seed, epoch); Keras' own shuffle of the batch order uses
+            # Python's global `random`, which a resumed process cannot reproduce.
+            shuffle=False,
+            callbacks=_callbacks(settings, folder, batches, seed, timing),
+            verbose=0,
+        )
+        storage.write_atomic(folder / "model.keras", model.save)
+
+    oof = model.predict(images[val_rows], batch_size=PREDICT_BATCH, verbose=0).astype(np.float32)
+    test = model.predict(test_images, batch_size=PREDICT_BATCH, verbose=0).astype(np.float32)
+    storage.write_atomic(folder / "oof.npz", lambda tmp: np.savez(tmp, rows=val_rows, probs=oof))
+    storage.save_npy(folder / "test.npy", test)
+    epoch_seconds = timing.epoch_seconds if timing else []
+    # A resumed member only timed its last epochs; the mean of those is still seconds per epoch.
+    per_epoch = float(np.mean(epoch_seconds)) if epoch_seconds else float("nan")
+    result = {
+        "name": folder.name,
+        "fold": fold,
+        "seed_index": seed_index,
+        "seed": seed,
+        "val_accuracy": ensemble.accuracy(oof, labels[val_rows]),
+        "val_rows": int(len(val_rows)),
+        "train_rows": int(len(train_rows)),
+        "epochs_run": len(_history(folder)),
+        "seconds": time.perf_counter() - started,
+        "seconds_per_epoch": per_epoch,
+        "images_per_second": len(train_rows) / per_epoch if epoch_seconds else float("nan"),
+    }
+    storage.write_json(folder / "member.json", result)  # last: its presence means the member is done
+    return result
+
+
+def _callbacks(settings: TrainSettings, folder: Path, batches: EpochBatches, seed: int, timing) -> list:
+    if settings.schedule == "plateau":
+        schedule = keras.callbacks.ReduceLROnPlateau(monitor="val_loss", factor=0.5, patience=2, min_lr=1e-5)
+    else:
+        rate, decay = settings.learning_rate, settings.lr_decay
+        schedule = keras.callbacks.LearningRateScheduler(lambda epoch: rate * decay**epoch)
+    callbacks = [
+        EpochSeeds(batches, seed),
+        schedule,
+        # Best-by-validation weights, for inspection; predictions use the final weights, because choosing
+        # weights on the validation fold would make the out-of-fold accuracy optimistic.
+        keras.callbacks.ModelCheckpoint(folder / "best.keras", monitor="val_accuracy", save_best_only=True),
+        keras.callbacks.CSVLogger(str(folder / "history.csv"), append=True),
+        timing,
+    ]
+    if settings.early_stopping:
+        callbacks.append(
+            keras.callbacks.EarlyStopping(
+                monitor="val_accuracy", patience=settings.early_stopping, restore_best_weights=True
+            )
+        )
+    # Last, so an epoch is only marked done after everything above has seen it. It restores the weights
+    # and optimizer of the last finished epoch when the member is started again.
+    callbacks.append(keras.callbacks.BackupAndRestore(str(folder / "backup")))
+    return callbacks
+
+
+def _history(folder: Path) -> list[dict]:
+    """The epoch log, one row per epoch (a resume after a kill can repeat an epoch's row: keep the last)."""
+    path = folder / "history.csv"
+    if not path.is_file():
+        return []
+    import pandas as pd
+
+    frame = pd.read_csv(path)
+    return frame.drop_duplicates("epoch", keep="last").sort_values("epoch").to_dict("records")
+
+
+# ----------------------------------------------------------------------------------------------
+# The run
+
+
+def _finish_run(run_dir: Path, settings: TrainSettings, labels: np.ndarray, folds: np.ndarray) -> dict:
+    members, oof_parts, tests = [], [], []
+    for fold, seed_index in settings.members:
+        folder = _member_dir(run_dir, fold, seed_index)
+        members.append(storage.read_json(folder / "member.json"))
+        with np.load(folder / "oof.npz") as saved:
+            oof_parts.append((saved["rows"], saved["probs"]))
+        tests.append(np.load(folder / "test.npy"))
+    oof, covered = ensemble.out_of_fold(oof_parts, len(labels))
+    assert covered.all(), "every row belongs to some fold"
+    fold_accuracy = {
+        str(f): ensemble.accuracy(oof[folds == f], labels[folds == f]) for f in range(settings.folds)
+    }
+    test_probs = ensemble.average(tests).astype(np.float32)
+    storage.save_npy(run_dir / "oof_probs.npy", oof.astype(np.float32))
+    storage.save_npy(run_dir / "oof_labels.npy", labels)
+    storage.save_npy(run_dir / "test_probs.npy", test_probs)
+    valid = [m for m in members if np.isfinite(m["seconds_per_epoch"])]
+    metrics = {
+        "run_id": run_dir.name,
+        "cv_accuracy": ensemble.accuracy(oof, labels),
+        "fold_accuracy": fold_accuracy,
+        "mean_member_accuracy": float(np.mean([m["val_accuracy"] for m in members])),
+        "members": members,
+        "rows": int(len(labels)),
+        "seconds_total": float(sum(m["seconds"] for m in members)),
+        "seconds_per_epoch": float(np.mean([m["seconds_per_epoch"] for m in valid])) if valid else None,
+        "images_per_second_per_member": float(np.mean([m["images_per_second"] for m in valid]))
+        if valid
+        else None,
+    }
+    storage.write_json(run_dir / "metrics.json", metrics)
+    return metrics
+
+
+def _new_run(settings: TrainSettings, identity: dict, gpus: list[str]) -> Path:
+    root = paths.ensembles_dir()
+    root.mkdir(parents=True, exist_ok=True)
+    stem = f"{time.strftime('%Y%m%d-%H%M%S')}-{settings.arch}-{settings.folds}x{settings.seeds}"
+    run_dir, n = root / stem, 1
+    while run_dir.exists():
+        n += 1
+        run_dir = root / f"{stem}-{n}"
+    staging = root / f".{run_dir.name}.partial"
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir()
+    labels = data.load().train_labels[: settings.subset or None]
+    splitter = StratifiedKFold(n_splits=settings.folds, shuffle=True, random_state=settings.split_seed)
+    folds = np.empty(len(labels), dtype=np.int8)
+    for fold, (_, val_rows) in enumerate(splitter.split(np.zeros(len(labels)), labels)):
+        folds[val_rows] = fold
+    storage.save_npy(staging / "folds.npy", folds)
+    storage.write_json(staging / "config.json", identity)
+    storage.write_json(
+        staging / "manifest.json",
+        {
+            "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            "versions": backend.versions(),
+            "backend": keras.backend.backend(),
+            "devices": gpus or ["cpu"],
+            "precision": keras.mixed_precision.dtype_policy().name,
+            "git_commit": _git_commit(),
+        },
+    )
+    staging.rename(run_dir)  # the folder appears complete with its config, or not at all
+    return run_dir
+
+
+def _matching_run(identity: dict) -> Path | None:
+    """The newest run trained with exactly these settings on exactly this data."""
+    root = paths.ensembles_dir()
+    candidates = []
+    for config in root.glob("*/config.json"):
+        with contextlib.suppress(OSError, ValueError):
+            if storage.read_json(config) == identity:
+                candidates.append(config.parent)
+    return max(candidates, key=lambda p: p.name) if candidates else None
+
+
+def _configure_device(settings: TrainSettings) -> list[str]:
+    gpus = backend.gpus()
+    mixed = settings.precision == "mixed" or (settings.precision == "auto" and gpus)
+    keras.mixed_precision.set_global_policy("mixed_float16" if mixed else "float32")
+    if not gpus:
+        backend.make_deterministic()
+    return gpus
+
+
+def _warn_cpu_time(settings: TrainSettings, members: int, train_rows: int) -> None:
+    """Says up front how long a CPU run takes, from a few timed steps of a throwaway model."""
+    images = members * settings.epochs * train_rows
+    if images < 2_000_000:  # a few minutes at most: not worth the measurement
+        return
+    model = build_model(settings.arch, settings.dropout_rate, settings.augment)
+    model.compile(optimizer="adam", loss="sparse_categorical_crossentropy", jit_compile="auto")
+    x = np.zeros((settings.batch_size, 28, 28), dtype=np.uint8)
+    y = np.zeros(settings.batch_size, dtype=np.uint8)
+    model.train_on_batch(x, y)
+    started, steps = time.perf_counter(), 8
+    for _ in range(steps):
+        model.train_on_batch(x, y)
+    rate = steps * settings.batch_size / (time.perf_counter() - started)
+    hours = images / rate / 3600 * 1.1  # +10% for validation and predictions
+    console.print(
+        f"[yellow]No GPU found: {members} members x {settings.epochs} epochs on this CPU take about "
+        f"{hours:.1f} h ({rate:,.0f} images/s). Interrupt any time and rerun to continue; for a quick look "
+        "use --folds 2 --seeds 1 --epochs 3, or train on a GPU (in a Kaggle notebook: Accelerator > GPU).[/]"
+    )
+
+
+def _check_enough_rows(labels: np.ndarray, folds: int) -> None:
+    smallest = int(np.bincount(labels, minlength=10).min())
+    if smallest < folds:
+        raise UserError(
+            f"{folds} folds need at least {folds} rows of every digit, but one digit has {smallest}: "
+            "use a larger --subset or fewer --folds"
+        )
+
+
+def _member_dir(run_dir: Path, fold: int, seed_index: int) -> Path:
+    return run_dir / "members" / f"f{fold}-s{seed_index}"
+
+
+def _member_done(run_dir: Path, fold: int, seed_index: int) -> bool:
+    return (_member_dir(run_dir, fold, seed_index) / "member.json").is_file()
+
+
+def _git_commit() -> str | None:
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5, cwd=Path(__file__).parent
+        )
+        return out.stdout.strip() or None
+    except (OSError, subprocess.SubprocessError):
+        return None

@@ -1,0 +1,194 @@
+"""`kaggle-mnist train` on tiny synthetic data: run folder, architectures, determinism, resume."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from competition import backend, data, storage
+from competition.settings import TrainSettings
+from tests import digits
+from tests.conftest import ROOT, assert_clean_failure, run_cli
+
+backend.select("tensorflow")
+
+import keras  # noqa: E402
+
+from competition import train as training  # noqa: E402
+
+TINY = dict(folds=2, seeds=1, epochs=1, batch_size=32, subset=300)
+
+
+@pytest.fixture
+def tiny_data(workspace, tmp_path):
+    digits.write_csvs(tmp_path / "csvs", n_train=600, n_test=40)
+    data.fetch(tmp_path / "csvs", log=lambda _: None)
+    return workspace
+
+
+def member_files(run_dir: Path) -> dict[str, int]:
+    return {
+        str(p.relative_to(run_dir)): p.stat().st_mtime_ns
+        for p in (run_dir / "members").rglob("*")
+        if p.is_file()
+    }
+
+
+def test_run_folder_is_complete_and_loadable(tiny_data):
+    # BatchNorm's inference statistics need ~60 steps to be useful: 2 folds x 300 rows, batch 16, 4 epochs.
+    settings = TrainSettings(**{**TINY, "epochs": 4, "batch_size": 16, "subset": 0})
+    run_dir = training.train(settings, quiet=True)
+    assert run_dir.parent == tiny_data / "ensembles"
+    for name in (
+        "config.json",
+        "manifest.json",
+        "folds.npy",
+        "metrics.json",
+        "oof_probs.npy",
+        "test_probs.npy",
+    ):
+        assert (run_dir / name).is_file(), name
+    config = storage.read_json(run_dir / "config.json")
+    assert TrainSettings.from_dict(config["settings"]) == settings
+    assert len(config["train_sha256"]) == 64
+    manifest = storage.read_json(run_dir / "manifest.json")
+    assert manifest["backend"] == "tensorflow" and "keras" in manifest["versions"]
+    metrics = storage.read_json(run_dir / "metrics.json")
+    assert len(metrics["members"]) == 2 and set(metrics["fold_accuracy"]) == {"0", "1"}
+    # The synthetic digits are easy: this must learn far beyond chance (10%).
+    assert metrics["cv_accuracy"] > 0.6, metrics["cv_accuracy"]
+    for member in metrics["members"]:
+        folder = run_dir / "members" / member["name"]
+        model = keras.models.load_model(folder / "model.keras")
+        with np.load(folder / "oof.npz") as oof:
+            again = model.predict(data.load().train_images[oof["rows"]], verbose=0)
+            assert len(oof["rows"]) == 300
+            np.testing.assert_allclose(again, oof["probs"], atol=1e-5)
+        assert np.load(folder / "test.npy").shape == (40, 10)
+        assert len(training._history(folder)) == 4 and member["images_per_second"] > 0
+        assert not (folder / "backup").exists()
+    oof = np.load(run_dir / "oof_probs.npy")
+    assert oof.shape == (600, 10) and np.allclose(oof.sum(axis=1), 1, atol=1e-4)
+    assert training.latest_run() == run_dir
+    assert not list((tiny_data / "ensembles").glob(".*partial*"))
+
+
+@pytest.mark.parametrize("arch", ["bncnn", "lenet", "mlp"])
+def test_each_architecture_builds_and_trains(tiny_data, arch):
+    run_dir = training.train(TrainSettings(**{**TINY, "arch": arch, "subset": 200}), quiet=True)
+    metrics = storage.read_json(run_dir / "metrics.json")
+    assert 0.0 <= metrics["cv_accuracy"] <= 1.0
+    assert keras.models.load_model(run_dir / "members" / "f0-s0" / "model.keras").name == arch
+
+
+def test_same_seed_same_predictions_and_a_rerun_trains_nothing(tiny_data):
+    first = training.train(TrainSettings(**TINY), quiet=True)
+    files = member_files(first)
+    again = training.train(TrainSettings(**TINY), quiet=True)  # the same command: already done
+    assert again == first and member_files(first) == files
+    second = training.train(TrainSettings(**TINY), fresh=True, quiet=True)
+    assert second != first
+    np.testing.assert_array_equal(np.load(first / "test_probs.npy"), np.load(second / "test_probs.npy"))
+    np.testing.assert_array_equal(np.load(first / "oof_probs.npy"), np.load(second / "oof_probs.npy"))
+    other = training.train(TrainSettings(**{**TINY, "seed": 7}), quiet=True)
+    assert not np.array_equal(np.load(first / "test_probs.npy"), np.load(other / "test_probs.npy"))
+
+
+class Interrupt(keras.callbacks.Callback):
+    """Ctrl-C after the first epoch of the given fold, once BackupAndRestore has saved that epoch."""
+
+    def __init__(self, fold: int, folder: Path):
+        super().__init__()
+        self.fold, self.folder = fold, folder
+
+    def on_epoch_end(self, epoch, logs=None):
+        if self.folder.name.startswith(f"f{self.fold}-") and epoch == 0:
+            raise KeyboardInterrupt
+
+
+def test_resume_after_interrupt_equals_an_uninterrupted_run(tiny_data, monkeypatch):
+    settings = TrainSettings(**{**TINY, "epochs": 3})
+    reference = training.train(settings, quiet=True)
+    reference_probs = np.load(reference / "test_probs.npy")
+
+    original = training._callbacks
+    monkeypatch.setattr(
+        training, "_callbacks", lambda s, folder, *a: [*original(s, folder, *a), Interrupt(1, folder)]
+    )
+    with pytest.raises(KeyboardInterrupt):
+        training.train(settings, fresh=True, quiet=True)
+    monkeypatch.setattr(training, "_callbacks", original)
+    run_dir = max((tiny_data / "ensembles").glob("*/"), key=lambda p: p.name)
+    assert run_dir != reference and not (run_dir / "metrics.json").exists()
+    assert (run_dir / "members" / "f0-s0" / "member.json").is_file()
+    assert (run_dir / "members" / "f1-s0" / "backup").is_dir()  # half-trained, resumable
+    with pytest.raises(Exception):  # noqa: B017 - an unfinished run is not offered to later steps
+        training.resolve_run(run_dir.name)
+    finished = {k: v for k, v in member_files(run_dir).items() if k.startswith("f0-s0")}
+
+    resumed = training.train(settings, quiet=True)  # the same command again
+    assert resumed == run_dir
+    assert {k: v for k, v in member_files(run_dir).items() if k.startswith("f0-s0")} == finished
+    assert [row["epoch"] for row in training._history(run_dir / "members" / "f1-s0")] == [0, 1, 2]
+    np.testing.assert_array_equal(np.load(run_dir / "test_probs.npy"), reference_probs)
+
+
+def test_kill_9_after_the_first_member_keeps_it(tiny_data):
+    """The real thing: the CLI in its own process, killed with SIGKILL, then run again."""
+    env = {k: v for k, v in os.environ.items()}
+    env.update({"PYTHONPATH": str(ROOT), "TF_CPP_MIN_LOG_LEVEL": "3"})
+    args = [
+        sys.executable,
+        "-m",
+        "competition",
+        "train",
+        "--folds",
+        "3",
+        "--seeds",
+        "1",
+        "--epochs",
+        "2",
+        "--batch-size",
+        "32",
+        "--subset",
+        "300",
+        "--quiet",
+    ]
+    proc = subprocess.Popen(
+        args, cwd=tiny_data, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    deadline = time.time() + 180
+    first = None
+    while time.time() < deadline and proc.poll() is None:
+        done = list((tiny_data / "ensembles").glob("*/members/f0-s0/member.json"))
+        if done:
+            first = done[0].parent
+            break
+        time.sleep(0.2)
+    assert first is not None, "the first member never finished"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    run_dir = first.parent.parent
+    assert not (run_dir / "metrics.json").exists()
+    before = {p.name: (p.stat().st_mtime_ns, p.read_bytes()) for p in first.iterdir() if p.is_file()}
+    rerun = subprocess.run(args, cwd=tiny_data, env=env, capture_output=True, text=True, timeout=300)
+    assert rerun.returncode == 0, rerun.stdout + rerun.stderr
+    assert "Continuing the unfinished run" in rerun.stdout
+    assert (run_dir / "metrics.json").is_file()
+    after = {p.name: (p.stat().st_mtime_ns, p.read_bytes()) for p in first.iterdir() if p.is_file()}
+    assert after == before
+    assert "member 1/3" not in rerun.stdout  # the finished member was not trained again
+
+
+def test_train_errors_are_one_line(workspace, tmp_path):
+    assert_clean_failure(run_cli("train", "--folds", "2", cwd=workspace), "kaggle-mnist fetch")
+    assert_clean_failure(run_cli("train", "--arch", "resnet", cwd=workspace), "--arch must be one of")
+    assert_clean_failure(run_cli("train", "--folds", "1", cwd=workspace), "--folds must be at least 2")
+    assert_clean_failure(run_cli("train", "--backend", "theano", cwd=workspace), "--backend must be one of")
