@@ -142,6 +142,122 @@ def train(
     training.train(settings, fresh=fresh, quiet=quiet)
 
 
+@app.command()
+def predict(
+    run: Annotated[
+        str | None, typer.Argument(help="Run id in ensembles/ (default: the latest finished run).")
+    ] = None,
+    tta: Annotated[
+        bool, typer.Option("--tta", help="Also average over one-pixel shifts of every image.")
+    ] = False,
+) -> None:
+    """Average the members' test probabilities into submissions/<run-id>.csv and ./submission.csv."""
+    from competition import backend as backends
+
+    backends.select(_run_backend(run))
+    from competition import predict as predicting
+
+    predicting.predict(run, tta=tta, log=typer.echo)
+
+
+@app.command()
+def submit(
+    file: Annotated[
+        Path | None, typer.Option("--file", help="The CSV to submit (default: ./submission.csv).")
+    ] = None,
+    message: Annotated[
+        str | None,
+        typer.Option("--message", help="Submission description (default: run id and CV accuracy)."),
+    ] = None,
+    wait: Annotated[
+        bool, typer.Option("--wait", help="Wait for Kaggle to score it and print the public score.")
+    ] = False,
+) -> None:
+    """Validate a submission file and send it to Kaggle; every submission is recorded in submissions/ledger.csv."""
+    from competition import submission
+
+    submission.submit(file, message, wait, log=typer.echo)
+
+
+@app.command()
+def submissions() -> None:
+    """Show the ledger (CV accuracy of each submitted run) beside Kaggle's public scores."""
+    from competition import submission
+
+    ledger = submission.show_submissions(log=typer.echo)
+    if ledger.empty:
+        typer.echo(
+            "No submissions recorded yet: `kaggle-mnist submit` records them in submissions/ledger.csv."
+        )
+        return
+    typer.echo(
+        ledger[["time", "run_id", "cv_accuracy", "public_score", "status", "ref", "message"]].to_string(
+            index=False
+        )
+    )
+
+
+@app.command("run")
+def run_all(
+    folds: Annotated[int, typer.Option(help="Stratified k-fold splits.")] = DEFAULTS.folds,
+    seeds: Annotated[int, typer.Option(help="Seeded models per fold.")] = DEFAULTS.seeds,
+    epochs: Annotated[int, typer.Option(help="Epochs per member.")] = DEFAULTS.epochs,
+    batch_size: Annotated[int, typer.Option(help="Training batch size.")] = DEFAULTS.batch_size,
+    arch: Annotated[str, typer.Option(help="Network: bncnn, lenet or mlp.")] = DEFAULTS.arch,
+    subset: Annotated[int, typer.Option(help="Train on the first N rows only (0 = all).")] = 0,
+    backend: Annotated[str, typer.Option(help="Keras backend: tensorflow, jax or torch.")] = DEFAULTS.backend,
+    source: Annotated[
+        Path | None, typer.Option("--from", help="Local copy of the data instead of the API.")
+    ] = None,
+    tta: Annotated[bool, typer.Option("--tta", help="Test-time augmentation in predict.")] = False,
+    do_submit: Annotated[
+        bool, typer.Option("--submit", help="Submit the result and wait for its score.")
+    ] = False,
+    message: Annotated[str | None, typer.Option("--message", help="Submission description.")] = None,
+    quiet: Annotated[
+        bool, typer.Option("--quiet", help="Plain log lines instead of the live progress bar.")
+    ] = False,
+) -> None:
+    """Fetch, train, predict and (with --submit) submit: the whole job in one command."""
+    from competition import backend as backends
+    from competition import data
+
+    try:
+        settings = TrainSettings(
+            arch=arch,
+            folds=folds,
+            seeds=seeds,
+            epochs=epochs,
+            batch_size=batch_size,
+            subset=subset,
+            backend=backend,
+        )
+    except ValueError as exc:
+        raise UserError(str(exc)) from None
+    data.fetch(source=source, log=typer.echo)
+    backends.select(backend)
+    from competition import predict as predicting
+    from competition import submission
+    from competition import train as training
+
+    run_dir = training.train(settings, quiet=quiet)
+    result = predicting.predict(run_dir.name, tta=tta, log=typer.echo)
+    if do_submit:
+        submission.submit(Path(result["file"]), message, wait=True, log=typer.echo)
+
+
+def _run_backend(run: str | None) -> str:
+    """The backend a run was trained with, read without importing Keras."""
+    from competition import paths, storage
+
+    root = paths.ensembles_dir()
+    configs = [root / run / "config.json"] if run else sorted(root.glob("*/config.json"))
+    for config in reversed(configs):
+        if config.is_file():
+            return storage.read_json(config)["settings"].get("backend", "tensorflow")
+    return "tensorflow"
+
+
 def main() -> None:
     try:
         app()

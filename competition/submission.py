@@ -1,0 +1,260 @@
+"""`kaggle-mnist predict` and `kaggle-mnist submit`: submission.csv, its validation, and the ledger.
+
+A file is validated before it is written into place and again before any upload, so an invalid file
+never reaches Kaggle and never costs one of the day's submissions.
+"""
+
+from __future__ import annotations
+
+import csv
+import shutil
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from competition import paths, storage
+from competition.errors import UserError
+
+HEADER = ["ImageId", "Label"]
+LEDGER_COLUMNS = [
+    "time",
+    "run_id",
+    "file",
+    "sha256",
+    "cv_accuracy",
+    "message",
+    "ref",
+    "status",
+    "public_score",
+]
+
+
+# ----------------------------------------------------------------------------------------------
+# Pure functions
+
+
+def submission_frame(probabilities: np.ndarray) -> pd.DataFrame:
+    """ImageId is 1-based in test.csv order; Label is the most probable digit."""
+    labels = np.argmax(probabilities, axis=1).astype(int)
+    return pd.DataFrame({"ImageId": np.arange(1, len(labels) + 1), "Label": labels})
+
+
+def validation_errors(path: Path, expected_rows: int | None) -> list[str]:
+    """Everything wrong with a submission file, in words; empty when it is valid."""
+    path = Path(path)
+    if not path.is_file():
+        return [f"{path} does not exist"]
+    try:
+        with open(path, newline="", encoding="utf-8") as handle:
+            rows = list(csv.reader(handle))
+    except (OSError, UnicodeDecodeError) as exc:
+        return [f"{path} cannot be read ({exc})"]
+    if not rows or [c.strip() for c in rows[0]] != HEADER:
+        return [f"the header must be 'ImageId,Label', not {','.join(rows[0]) if rows else '(empty file)'!r}"]
+    body = [r for r in rows[1:] if r]
+    errors = []
+    if expected_rows is not None and len(body) != expected_rows:
+        errors.append(f"it has {len(body):,} rows, test.csv has {expected_rows:,}")
+    ids, seen = [], set()
+    for line, row in enumerate(body, start=2):
+        if len(row) != 2:
+            errors.append(f"line {line} has {len(row)} values, expected 2")
+            break
+        image_id, label = row[0].strip(), row[1].strip()
+        if not image_id.isdigit():
+            errors.append(f"line {line}: ImageId {image_id!r} is not a positive integer")
+            break
+        if not (label.isdigit() and 0 <= int(label) <= 9):
+            errors.append(f"line {line}: Label {label!r} is not a digit 0-9")
+            break
+        if image_id in seen:
+            errors.append(f"line {line}: ImageId {image_id} appears twice")
+            break
+        seen.add(image_id)
+        ids.append(int(image_id))
+    if not errors and ids != list(range(1, len(ids) + 1)):
+        errors.append("ImageIds must run 1, 2, 3, ... in order, one per test.csv row")
+    return errors
+
+
+def check_file(path: Path, expected_rows: int | None) -> None:
+    errors = validation_errors(path, expected_rows)
+    if errors:
+        raise UserError(f"{path} is not a valid submission: {'; '.join(errors)}. Nothing was uploaded")
+
+
+# ----------------------------------------------------------------------------------------------
+# Writing and the ledger
+
+
+def write(probabilities: np.ndarray, run_id: str, name: str | None = None) -> Path:
+    """Writes submissions/<name>.csv and copies it to the workspace's submission.csv; returns the first."""
+    frame = submission_frame(probabilities)
+    target = paths.submissions_dir() / f"{name or run_id}.csv"
+    with storage.atomic_path(target) as tmp:
+        frame.to_csv(tmp, index=False)
+        check_file(tmp, len(probabilities))
+    storage.write_atomic(paths.workspace() / "submission.csv", lambda tmp: shutil.copyfile(target, tmp))
+    return target
+
+
+def changed_predictions(probabilities: np.ndarray, reference: np.ndarray) -> int:
+    return int(np.sum(np.argmax(probabilities, axis=1) != np.argmax(reference, axis=1)))
+
+
+def ledger_path() -> Path:
+    return paths.submissions_dir() / "ledger.csv"
+
+
+def read_ledger() -> pd.DataFrame:
+    path = ledger_path()
+    if not path.is_file():
+        return pd.DataFrame(columns=LEDGER_COLUMNS)
+    return pd.read_csv(path, dtype=str, keep_default_na=False)
+
+
+def record(entry: dict) -> None:
+    """Adds or updates (by submission ref) one ledger row; the whole file is rewritten atomically."""
+    ledger = read_ledger()
+    row = {
+        column: "" if entry.get(column) is None else str(entry.get(column, "")) for column in LEDGER_COLUMNS
+    }
+    match = ledger.index[ledger["ref"] == row["ref"]] if row["ref"] else []
+    if len(match):
+        for column, value in row.items():
+            if value != "":
+                ledger.loc[match[0], column] = value
+    else:
+        ledger = pd.concat([ledger, pd.DataFrame([row])], ignore_index=True)
+    storage.write_atomic(ledger_path(), lambda tmp: ledger.to_csv(tmp, index=False))
+
+
+def now() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S%z")
+
+
+def accuracy_of(run_dir: Path) -> float:
+    return float(storage.read_json(run_dir / "metrics.json")["cv_accuracy"])
+
+
+# ----------------------------------------------------------------------------------------------
+# Submitting
+
+
+def submit(
+    file: Path | None = None,
+    message: str | None = None,
+    wait: bool = False,
+    log=print,
+    poll_seconds: float = 10.0,
+    max_wait_seconds: float = 900.0,
+) -> dict:
+    """Validates, checks today's allowance, uploads, records in the ledger, optionally waits for the score."""
+    from competition import kaggle_api
+
+    path = Path(file) if file is not None else paths.workspace() / "submission.csv"
+    check_file(path, _test_rows())
+    run_id, cv = _run_of(path)
+    message = message or (f"kaggle-mnist {run_id} CV {cv:.5f}" if run_id else f"kaggle-mnist {path.name}")
+
+    limits = kaggle_api.submission_limits()
+    if limits is not None and getattr(limits, "num_allowed_now", 1) == 0:
+        raise UserError(
+            f"no submissions left today ({getattr(limits, 'num_today', '?')} made); Kaggle's daily limit resets "
+            "at 00:00 UTC. Nothing was uploaded"
+        )
+    response = kaggle_api.submit(path, message)
+    ref = str(getattr(response, "ref", "") or "")
+    entry = {
+        "time": now(),
+        "run_id": run_id or "",
+        "file": str(path),
+        "sha256": storage.sha256_file(path),
+        "cv_accuracy": f"{cv:.5f}" if cv is not None else "",
+        "message": message,
+        "ref": ref,
+        "status": "PENDING",
+    }
+    record(entry)
+    log(f"Submitted {path} as '{message}' (ref {ref or 'unknown'}).")
+    if wait:
+        entry.update(_wait_for_score(ref, message, log, poll_seconds, max_wait_seconds))
+    return entry
+
+
+def _wait_for_score(ref: str, message: str, log, poll_seconds: float, max_wait_seconds: float) -> dict:
+    from competition import kaggle_api
+
+    deadline = time.monotonic() + max_wait_seconds
+    while True:
+        mine = [
+            s
+            for s in kaggle_api.submissions()
+            if _ref(s) == ref or (not ref and _field(s, "description") == message)
+        ]
+        status = str(_field(mine[0], "status")).split(".")[-1].upper() if mine else "PENDING"
+        if status in ("COMPLETE", "ERROR"):
+            score = str(_field(mine[0], "public_score") or "")
+            record({"ref": ref, "status": status, "public_score": score})
+            if status == "ERROR":
+                reason = _field(mine[0], "error_description") or "no reason given"
+                raise UserError(f"Kaggle could not score the submission (ref {ref}): {reason}")
+            log(f"Public score: {score}")
+            return {"status": status, "public_score": score}
+        if time.monotonic() > deadline:
+            raise UserError(
+                f"the submission (ref {ref}) is still {status} after {max_wait_seconds:.0f} s: "
+                "`kaggle-mnist submissions` shows its score once Kaggle has it"
+            )
+        time.sleep(poll_seconds)
+
+
+def show_submissions(log=print) -> pd.DataFrame:
+    """The ledger beside what the API says now, so CV and leaderboard sit side by side."""
+    from competition import kaggle_api
+
+    ledger = read_ledger()
+    by_ref = {_ref(s): s for s in kaggle_api.submissions()}
+    for index, row in ledger.iterrows():
+        remote = by_ref.get(row["ref"])
+        if remote is not None:
+            status = str(_field(remote, "status")).split(".")[-1].upper()
+            score = str(_field(remote, "public_score") or "")
+            if status != row["status"] or score != row["public_score"]:
+                ledger.loc[index, ["status", "public_score"]] = [status, score]
+                record({"ref": row["ref"], "status": status, "public_score": score})
+    return ledger
+
+
+def _field(item, name: str):
+    if isinstance(item, dict):
+        camel = "".join(w.capitalize() if i else w for i, w in enumerate(name.split("_")))
+        return item.get(name, item.get(camel))
+    return getattr(item, name, None)
+
+
+def _ref(item) -> str:
+    return str(_field(item, "ref") or "")
+
+
+def _test_rows() -> int | None:
+    from competition import data
+
+    try:
+        return len(data.load().test_images)
+    except UserError:
+        return None  # no local data: the other checks still apply
+
+
+def _run_of(path: Path) -> tuple[str | None, float | None]:
+    """The run a submission file came from, found by content among submissions/<run>.csv files."""
+    digest = storage.sha256_file(path)
+    for candidate in sorted(paths.submissions_dir().glob("*.csv")):
+        if candidate.name != "ledger.csv" and storage.sha256_file(candidate) == digest:
+            run_id = candidate.stem.removesuffix("-tta")
+            metrics = paths.ensembles_dir() / run_id / "metrics.json"
+            if metrics.is_file():
+                return run_id, float(storage.read_json(metrics)["cv_accuracy"])
+    return None, None

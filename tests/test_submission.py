@@ -1,0 +1,59 @@
+"""submission.csv: the frame, validation that refuses bad files, the ledger."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from competition import submission
+from competition.errors import UserError
+
+
+def probs(labels):
+    out = np.full((len(labels), 10), 0.01)
+    out[np.arange(len(labels)), labels] = 0.91
+    return out
+
+
+def test_frame_is_one_based_in_test_order():
+    frame = submission.submission_frame(probs([3, 1, 4]))
+    assert list(frame.columns) == ["ImageId", "Label"]
+    assert frame["ImageId"].tolist() == [1, 2, 3] and frame["Label"].tolist() == [3, 1, 4]
+
+
+def test_write_validates_and_copies_to_workspace(workspace):
+    path = submission.write(probs([0, 9, 5]), "run-1")
+    assert path == workspace / "submissions" / "run-1.csv"
+    assert (workspace / "submission.csv").read_text() == "ImageId,Label\n1,0\n2,9\n3,5\n"
+    assert submission.validation_errors(path, 3) == []
+
+
+@pytest.mark.parametrize(
+    "body, needle",
+    [
+        ("ImageId,Label\n1,0\n2,12\n3,1\n", "Label '12' is not a digit"),
+        ("ImageId,Label\n1,0\n1,2\n3,1\n", "appears twice"),
+        ("ImageId,Label\n1,0\n2,2\n", "2 rows, test.csv has 3"),
+        ("Id,Label\n1,0\n2,2\n3,1\n", "header must be 'ImageId,Label'"),
+        ("ImageId,Label\n0,0\n1,2\n2,1\n", "must run 1, 2, 3"),
+        ("ImageId,Label\n1,0\n2,x\n3,1\n", "Label 'x'"),
+        ("ImageId,Label\n1,0,5\n2,1\n3,1\n", "3 values"),
+        ("", "header"),
+    ],
+)
+def test_invalid_files_are_refused(tmp_path, body, needle):
+    path = tmp_path / "sub.csv"
+    path.write_text(body)
+    with pytest.raises(UserError) as info:
+        submission.check_file(path, 3)
+    assert needle in info.value.message and "Nothing was uploaded" in info.value.message
+
+
+def test_ledger_adds_then_updates_by_ref(workspace):
+    submission.record({"time": "t", "run_id": "r", "ref": "7", "status": "PENDING"})
+    submission.record({"ref": "7", "status": "COMPLETE", "public_score": "0.99"})
+    submission.record({"time": "t2", "run_id": "r2", "ref": "8", "status": "PENDING"})
+    ledger = submission.read_ledger()
+    assert ledger["ref"].tolist() == ["7", "8"]
+    row = ledger.iloc[0]
+    assert (row["status"], row["public_score"], row["run_id"]) == ("COMPLETE", "0.99", "r")

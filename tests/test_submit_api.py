@@ -1,0 +1,136 @@
+"""predict, submit and run through the real kaggle client against the fake Kaggle (uploads, scores, ledger)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from tests import digits
+from tests.conftest import assert_clean_failure, run_cli
+from tests.fake_kaggle import FakeKaggle, KaggleState
+from tests.test_fetch_api import kaggle_env
+
+N_TEST = 40
+
+
+@pytest.fixture
+def kaggle(workspace):
+    archive, test_labels = digits.competition_zip(300, N_TEST)
+    with FakeKaggle(KaggleState(archive=archive, labels=test_labels.tolist())) as fake:
+        yield fake
+
+
+def write_submission(ws, labels) -> None:
+    rows = "".join(f"{i},{label}\n" for i, label in enumerate(labels, start=1))
+    (ws / "submission.csv").write_text("ImageId,Label\n" + rows)
+
+
+def test_run_end_to_end_submits_and_records_the_score(workspace, tmp_path, kaggle):
+    env = kaggle_env(tmp_path, kaggle.proxy)
+    result = run_cli(
+        "run",
+        "--folds",
+        "2",
+        "--seeds",
+        "1",
+        "--epochs",
+        "1",
+        "--batch-size",
+        "32",
+        "--submit",
+        "--quiet",
+        cwd=workspace,
+        env=env,
+        timeout=600,
+    )
+    assert result.returncode == 0, result.output
+    assert "Public score:" in result.stdout
+    assert kaggle.methods_called().count("CreateSubmission") == 1
+    uploaded = next(iter(kaggle.state.uploads.values())).decode()
+    assert uploaded == (workspace / "submission.csv").read_text()
+    ledger = pd.read_csv(workspace / "submissions" / "ledger.csv", dtype=str, keep_default_na=False)
+    assert len(ledger) == 1 and ledger.loc[0, "status"] == "COMPLETE"
+    score = kaggle.state.submissions[0]["publicScore"]
+    assert ledger.loc[0, "public_score"] == score and score in result.stdout
+    assert ledger.loc[0, "run_id"] and "CV" in ledger.loc[0, "message"]
+    shown = run_cli("submissions", cwd=workspace, env=env)
+    assert shown.returncode == 0 and score in shown.stdout
+
+
+@pytest.mark.parametrize(
+    "labels, needle",
+    [(list(range(10)) * 10, "100 rows, test.csv has 40"), ([12] + [1] * (N_TEST - 1), "Label '12'")],
+)
+def test_invalid_files_are_never_uploaded(workspace, tmp_path, kaggle, labels, needle):
+    env = kaggle_env(tmp_path, kaggle.proxy)
+    assert run_cli("fetch", cwd=workspace, env=env).returncode == 0
+    write_submission(workspace, labels)
+    result = run_cli("submit", cwd=workspace, env=env)
+    assert_clean_failure(result, needle, "Nothing was uploaded")
+    assert "StartSubmissionUpload" not in kaggle.methods_called() and not kaggle.state.uploads
+
+
+def test_daily_limit_reached(workspace, tmp_path, kaggle):
+    kaggle.state.allowed_per_day = 0
+    env = kaggle_env(tmp_path, kaggle.proxy)
+    write_submission(workspace, [1] * N_TEST)
+    result = run_cli("submit", cwd=workspace, env=env)
+    assert_clean_failure(result, "no submissions left today", "00:00 UTC")
+    assert not kaggle.state.uploads
+
+
+def test_could_not_submit_is_a_failure(workspace, tmp_path, kaggle):
+    kaggle.state.fail_upload = True
+    env = kaggle_env(tmp_path, kaggle.proxy)
+    write_submission(workspace, [1] * N_TEST)
+    result = run_cli("submit", cwd=workspace, env=env)
+    assert_clean_failure(result, "Could not submit to competition")
+    assert not (workspace / "submissions" / "ledger.csv").exists()
+
+
+def test_error_status_is_reported(workspace, tmp_path, kaggle):
+    kaggle.state.submit_status = "ERROR"
+    env = kaggle_env(tmp_path, kaggle.proxy)
+    write_submission(workspace, [1] * N_TEST)
+    result = run_cli("submit", "--wait", "--message", "try", cwd=workspace, env=env)
+    assert_clean_failure(result, "could not score")
+    ledger = pd.read_csv(workspace / "submissions" / "ledger.csv", dtype=str, keep_default_na=False)
+    assert ledger.loc[0, "status"] == "ERROR"
+
+
+@pytest.mark.parametrize("status, needle", [(401, "rejected your credentials"), (403, "rules")])
+def test_submit_api_errors(workspace, tmp_path, kaggle, status, needle):
+    kaggle.state.always["GetSubmissionLimits"] = status
+    env = kaggle_env(tmp_path, kaggle.proxy)
+    write_submission(workspace, [1] * N_TEST)
+    assert_clean_failure(run_cli("submit", cwd=workspace, env=env), needle)
+
+
+def test_submit_without_a_file(workspace, tmp_path, kaggle):
+    result = run_cli("submit", cwd=workspace, env=kaggle_env(tmp_path, kaggle.proxy))
+    assert_clean_failure(result, "does not exist")
+
+
+def test_choose_per_fold_never_fits_on_the_fold_it_reports():
+    from competition.predict import choose_per_fold
+
+    labels = np.array([0, 1, 0, 1])
+    folds = np.array([0, 0, 1, 1])
+    good = np.eye(2)[labels].astype(float)
+    bad = np.eye(2)[1 - labels].astype(float)
+    # "a" is right only on fold 0, "b" only on fold 1: a choice made on the other fold is wrong each time.
+    a = np.where(folds[:, None] == 0, good, bad)
+    b = np.where(folds[:, None] == 1, good, bad)
+    chosen, choice = choose_per_fold({"a": a, "b": b}, labels, folds)
+    assert choice == {"0": "b", "1": "a"}
+    assert (np.argmax(chosen, 1) == labels).mean() == 0.0
+
+
+def test_shift_images_moves_and_fills_black():
+    from competition.predict import shift_images
+
+    image = np.zeros((1, 4, 4), dtype=np.uint8)
+    image[0, 0, 0] = 255
+    assert shift_images(image, 1, 0)[0, 1, 0] == 255 and shift_images(image, 1, 0)[0, 0, 0] == 0
+    assert shift_images(image, 0, -1).sum() == 0  # moved out of the frame
