@@ -118,24 +118,21 @@ def train(
     """
     from competition import backend as backends
 
-    try:
-        settings = TrainSettings(
-            arch=arch,
-            folds=folds,
-            seeds=seeds,
-            epochs=epochs,
-            batch_size=batch_size,
-            learning_rate=learning_rate,
-            schedule=schedule,
-            early_stopping=early_stopping,
-            augment=augment,
-            subset=subset,
-            seed=seed,
-            backend=backend,
-            precision=precision,
-        )
-    except ValueError as exc:
-        raise UserError(str(exc)) from None
+    settings = _settings(
+        arch=arch,
+        folds=folds,
+        seeds=seeds,
+        epochs=epochs,
+        batch_size=batch_size,
+        learning_rate=learning_rate,
+        schedule=schedule,
+        early_stopping=early_stopping,
+        augment=augment,
+        subset=subset,
+        seed=seed,
+        backend=backend,
+        precision=precision,
+    )
     backends.select(backend)
     from competition import train as training
 
@@ -222,18 +219,15 @@ def run_all(
     from competition import backend as backends
     from competition import data
 
-    try:
-        settings = TrainSettings(
-            arch=arch,
-            folds=folds,
-            seeds=seeds,
-            epochs=epochs,
-            batch_size=batch_size,
-            subset=subset,
-            backend=backend,
-        )
-    except ValueError as exc:
-        raise UserError(str(exc)) from None
+    settings = _settings(
+        arch=arch,
+        folds=folds,
+        seeds=seeds,
+        epochs=epochs,
+        batch_size=batch_size,
+        subset=subset,
+        backend=backend,
+    )
     data.fetch(source=source, log=typer.echo)
     backends.select(backend)
     from competition import predict as predicting
@@ -244,6 +238,14 @@ def run_all(
     result = predicting.predict(run_dir.name, tta=tta, log=typer.echo)
     if do_submit:
         submission.submit(Path(result["file"]), message, wait=True, log=typer.echo)
+
+
+def _settings(**values) -> TrainSettings:
+    """TrainSettings from CLI options; its validation errors become one-line user errors."""
+    try:
+        return TrainSettings(**values)
+    except ValueError as exc:
+        raise UserError(str(exc)) from None
 
 
 def _run_backend(run: str | None) -> str:

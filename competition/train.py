@@ -61,7 +61,7 @@ def train(settings: TrainSettings, fresh: bool = False, quiet: bool = False) -> 
         return run_dir
     gpus = _configure_device(settings)
     if run_dir is None:
-        run_dir = _new_run(settings, identity, gpus)
+        run_dir = _new_run(settings, identity, gpus, labels)
         console.print(f"Training {len(settings.members)} members into {run_dir}")
     else:
         console.print(f"Continuing the unfinished run {run_dir}")
@@ -311,7 +311,7 @@ def _finish_run(run_dir: Path, settings: TrainSettings, labels: np.ndarray, fold
     return metrics
 
 
-def _new_run(settings: TrainSettings, identity: dict, gpus: list[str]) -> Path:
+def _new_run(settings: TrainSettings, identity: dict, gpus: list[str], labels: np.ndarray) -> Path:
     root = paths.ensembles_dir()
     root.mkdir(parents=True, exist_ok=True)
     stem = f"{time.strftime('%Y%m%d-%H%M%S')}-{settings.arch}-{settings.folds}x{settings.seeds}"
@@ -322,7 +322,6 @@ def _new_run(settings: TrainSettings, identity: dict, gpus: list[str]) -> Path:
     staging = root / f".{run_dir.name}.partial"
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir()
-    labels = data.load().train_labels[: settings.subset or None]
     splitter = StratifiedKFold(n_splits=settings.folds, shuffle=True, random_state=settings.split_seed)
     folds = np.empty(len(labels), dtype=np.int8)
     for fold, (_, val_rows) in enumerate(splitter.split(np.zeros(len(labels)), labels)):
