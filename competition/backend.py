@@ -25,6 +25,9 @@ def select(name: str) -> None:
     os.environ["KERAS_BACKEND"] = name
     # TensorFlow's C++ start-up chatter (CUDA probes, graph warnings) is not for users.
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    # JAX grabs 75% of every GPU when it first lists devices; with one training process per GPU, the
+    # process that only counts them would starve the others. Allocate as needed instead.
+    os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
     try:
         with _quiet_native_stderr():
             __import__({"tensorflow": "tensorflow", "jax": "jax", "torch": "torch"}[name])

@@ -12,6 +12,12 @@ from competition.errors import UserError
 from competition.settings import TrainSettings
 
 DEFAULTS = TrainSettings()
+BATCH_HELP = "Training batch size; 0 = auto: 64 on CPU (the recipe), 256 on a GPU."
+LR_HELP = "Starting learning rate (Adam); 0 = auto: 1e-3 x sqrt(batch size / 64)."
+WORKERS_HELP = (
+    "Processes training members side by side; 0 = one per visible GPU (1 on CPU, where more only "
+    "helps with many cores)."
+)
 
 app = typer.Typer(
     name="kaggle-mnist",
@@ -79,11 +85,11 @@ def train(
         int, typer.Option(help="Differently seeded models per fold (members = folds x seeds).")
     ] = DEFAULTS.seeds,
     epochs: Annotated[int, typer.Option(help="Epochs per member.")] = DEFAULTS.epochs,
-    batch_size: Annotated[int, typer.Option(help="Training batch size.")] = DEFAULTS.batch_size,
+    batch_size: Annotated[int, typer.Option(help=BATCH_HELP)] = DEFAULTS.batch_size,
     arch: Annotated[
         str, typer.Option(help="Network: bncnn (the recipe), lenet or mlp (tutorial baselines).")
     ] = "bncnn",
-    learning_rate: Annotated[float, typer.Option("--lr", help="Starting learning rate (Adam).")] = 1e-3,
+    learning_rate: Annotated[float, typer.Option("--lr", help=LR_HELP)] = DEFAULTS.learning_rate,
     schedule: Annotated[
         str,
         typer.Option(help="exponential (lr x 0.95^epoch) or plateau (halve when validation loss stalls)."),
@@ -103,6 +109,7 @@ def train(
     precision: Annotated[
         str, typer.Option(help="auto (mixed float16 on GPU, float32 on CPU), float32 or mixed.")
     ] = "auto",
+    workers: Annotated[int, typer.Option(help=WORKERS_HELP)] = 0,
     fresh: Annotated[
         bool,
         typer.Option("--fresh", help="Start a new run even if this one was trained or interrupted before."),
@@ -136,7 +143,7 @@ def train(
     backends.select(backend)
     from competition import train as training
 
-    training.train(settings, fresh=fresh, quiet=quiet)
+    training.train(settings, fresh=fresh, quiet=quiet, workers=workers)
 
 
 @app.command()
@@ -199,7 +206,7 @@ def run_all(
     folds: Annotated[int, typer.Option(help="Stratified k-fold splits.")] = DEFAULTS.folds,
     seeds: Annotated[int, typer.Option(help="Seeded models per fold.")] = DEFAULTS.seeds,
     epochs: Annotated[int, typer.Option(help="Epochs per member.")] = DEFAULTS.epochs,
-    batch_size: Annotated[int, typer.Option(help="Training batch size.")] = DEFAULTS.batch_size,
+    batch_size: Annotated[int, typer.Option(help=BATCH_HELP)] = DEFAULTS.batch_size,
     arch: Annotated[str, typer.Option(help="Network: bncnn, lenet or mlp.")] = DEFAULTS.arch,
     subset: Annotated[int, typer.Option(help="Train on the first N rows only (0 = all).")] = 0,
     backend: Annotated[str, typer.Option(help="Keras backend: tensorflow, jax or torch.")] = DEFAULTS.backend,
@@ -211,6 +218,7 @@ def run_all(
         bool, typer.Option("--submit", help="Submit the result and wait for its score.")
     ] = False,
     message: Annotated[str | None, typer.Option("--message", help="Submission description.")] = None,
+    workers: Annotated[int, typer.Option(help=WORKERS_HELP)] = 0,
     quiet: Annotated[
         bool, typer.Option("--quiet", help="Plain log lines instead of the live progress bar.")
     ] = False,
@@ -234,7 +242,7 @@ def run_all(
     from competition import submission
     from competition import train as training
 
-    run_dir = training.train(settings, quiet=quiet)
+    run_dir = training.train(settings, quiet=quiet, workers=workers)
     result = predicting.predict(run_dir.name, tta=tta, log=typer.echo)
     if do_submit:
         submission.submit(Path(result["file"]), message, wait=True, log=typer.echo)

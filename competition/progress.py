@@ -46,6 +46,11 @@ class RunProgress:
         else:
             print(message, flush=True)
 
+    def set(self, completed: int, description: str) -> None:
+        """For progress measured elsewhere (worker processes): `completed` steps so far."""
+        if self.progress is not None:
+            self.progress.update(self.task, completed=completed, description=description)
+
     def callback(self, label: str, epochs: int, batch_size: int) -> keras.callbacks.Callback:
         return _MemberProgress(self, label, epochs, batch_size)
 

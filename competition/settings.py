@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass
 
 BACKENDS = ("tensorflow", "jax", "torch")
 PRECISIONS = ("auto", "float32", "mixed")
 SCHEDULES = ("exponential", "plateau")
+RECIPE_BATCH_SIZE = 64
+RECIPE_LEARNING_RATE = 1e-3
+GPU_BATCH_SIZE = 256
 
 
 @dataclass(frozen=True)
@@ -16,8 +20,12 @@ class TrainSettings:
     folds: int = 5  # stratified k-fold: every training row gets one out-of-fold prediction
     seeds: int = 3  # models per fold; 5 folds x 3 seeds = the recipe's 15-member ensemble
     epochs: int = 45  # the recipe's length; the 0.95/epoch decay has shrunk the rate 10x by then
-    batch_size: int = 64  # the recipe's; small batches regularise this small net well
-    learning_rate: float = 1e-3  # Adam's default, the recipe's starting rate
+    # 0 = auto: the recipe's 64 on CPU (small batches regularise this small net well); 256 on a GPU,
+    # where 64 leaves the device mostly idle. See `resolved`.
+    batch_size: int = 0
+    # 0 = auto: Adam's 1e-3 (the recipe's) at batch 64, scaled by sqrt(batch / 64) for other batch
+    # sizes (the square-root rule keeps the gradient noise per step about the same for Adam).
+    learning_rate: float = 0.0
     lr_decay: float = 0.95  # per epoch, for the exponential schedule
     schedule: str = "exponential"  # or "plateau": ReduceLROnPlateau on validation loss
     early_stopping: int = 0  # patience in epochs on validation accuracy, 0 = off (keeps CV honest)
@@ -36,8 +44,10 @@ class TrainSettings:
         problems = []
         if self.folds < 2:
             problems.append("--folds must be at least 2")
-        if self.seeds < 1 or self.epochs < 1 or self.batch_size < 1:
-            problems.append("--seeds, --epochs and --batch-size must be positive")
+        if self.seeds < 1 or self.epochs < 1:
+            problems.append("--seeds and --epochs must be positive")
+        if self.batch_size < 0 or self.learning_rate < 0:
+            problems.append("--batch-size and --lr must be positive (or 0 for automatic)")
         if self.subset < 0:
             problems.append("--subset must be 0 (all rows) or a positive number of rows")
         for name, value, allowed in (
@@ -49,6 +59,13 @@ class TrainSettings:
                 problems.append(f"--{name} must be one of {', '.join(allowed)}, not {value!r}")
         if problems:
             raise ValueError("; ".join(problems))
+
+    def resolved(self, gpu: bool) -> TrainSettings:
+        """These settings with the automatic batch size and learning rate filled in for the device.
+        A run saves the resolved values, so its config.json says exactly what was trained."""
+        batch_size = self.batch_size or (GPU_BATCH_SIZE if gpu else RECIPE_BATCH_SIZE)
+        learning_rate = self.learning_rate or RECIPE_LEARNING_RATE * math.sqrt(batch_size / RECIPE_BATCH_SIZE)
+        return dataclasses.replace(self, batch_size=batch_size, learning_rate=learning_rate)
 
     @property
     def members(self) -> list[tuple[int, int]]:

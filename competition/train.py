@@ -14,8 +14,10 @@ finished members are kept as they are, a half-trained one resumes from its last 
 from __future__ import annotations
 
 import contextlib
+import os
 import shutil
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -27,6 +29,7 @@ from competition import backend, data, ensemble, paths, storage
 from competition.errors import UserError
 from competition.model import ARCHITECTURES, build_model
 from competition.progress import RunProgress, console, results_table
+from competition.resume import EpochBatches, EpochSeeds, ExactBackup
 from competition.settings import TrainSettings
 
 PREDICT_BATCH = 1024  # inference has no gradients to hold: big batches are free speed
@@ -36,14 +39,19 @@ PREDICT_BATCH = 1024  # inference has no gradients to hold: big batches are free
 # Public surface
 
 
-def train(settings: TrainSettings, fresh: bool = False, quiet: bool = False) -> Path:
-    """Trains (or continues) the run for `settings`; returns its folder."""
+def train(settings: TrainSettings, fresh: bool = False, quiet: bool = False, workers: int = 0) -> Path:
+    """Trains (or continues) the run for `settings`; returns its folder.
+
+    `workers`: processes training members side by side; 0 = one per visible GPU (1 without a GPU).
+    """
     if settings.arch not in ARCHITECTURES:
         raise UserError(f"--arch must be one of {', '.join(ARCHITECTURES)}, not {settings.arch!r}")
+    if workers < 0:
+        raise UserError("--workers must be 0 (one per visible GPU) or a positive number")
     dataset = data.load()
-    images, labels = dataset.train_images, dataset.train_labels
-    if settings.subset:
-        images, labels = images[: settings.subset], labels[: settings.subset]
+    gpus = _configure_device(settings)
+    settings = settings.resolved(gpu=bool(gpus))
+    images, labels = _training_rows(dataset, settings)
     _check_enough_rows(labels, settings.folds)
     identity = {
         "settings": settings.to_dict(),
@@ -59,7 +67,6 @@ def train(settings: TrainSettings, fresh: bool = False, quiet: bool = False) -> 
             "Use --fresh to train it again in a new folder."
         )
         return run_dir
-    gpus = _configure_device(settings)
     if run_dir is None:
         run_dir = _new_run(settings, identity, gpus, labels)
         console.print(f"Training {len(settings.members)} members into {run_dir}")
@@ -68,33 +75,36 @@ def train(settings: TrainSettings, fresh: bool = False, quiet: bool = False) -> 
     folds = np.load(run_dir / "folds.npy")
 
     todo = [m for m in settings.members if not _member_done(run_dir, *m)]
-    steps_per_epoch = -(-int(np.sum(folds != todo[0][0])) // settings.batch_size) if todo else 0
+    workers = min(len(todo), workers or len(gpus) or 1)
+    steps_per_epoch = -(-int(np.sum(folds != 0)) // settings.batch_size)
     if todo and not gpus:
         _warn_cpu_time(settings, len(todo), int(np.sum(folds != 0)))
     with RunProgress(len(todo) * settings.epochs * steps_per_epoch, quiet) as progress:
-        for number, (fold, seed_index) in enumerate(settings.members, start=1):
-            if (fold, seed_index) not in todo:
-                continue
-            label = f"member {number}/{len(settings.members)} (fold {fold}, seed {seed_index})"
-            result = _train_member(
-                run_dir,
-                settings,
-                fold,
-                seed_index,
-                images,
-                labels,
-                dataset.test_images,
-                folds,
-                progress,
-                label,
-            )
-            progress.log(f"{label}: val acc {result['val_accuracy']:.4%} in {result['seconds']:.0f} s")
+        if workers > 1:
+            _train_in_workers(run_dir, settings, todo, workers, gpus, steps_per_epoch, progress)
+        else:
+            _train_members(run_dir, settings, todo, images, labels, dataset.test_images, folds, progress)
     metrics = _finish_run(run_dir, settings, labels, folds)
     console.print(results_table(metrics["members"], metrics["fold_accuracy"], metrics["cv_accuracy"]))
     console.print(
         f"CV accuracy {metrics['cv_accuracy']:.4%} over {len(labels):,} rows; run saved in {run_dir}"
     )
     return run_dir
+
+
+def work(run_dir: Path, names: list[str]) -> None:
+    """A worker process's share of a run (see `_train_in_workers`): trains the named members."""
+    config = storage.read_json(run_dir / "config.json")
+    settings = TrainSettings.from_dict(config["settings"])
+    dataset = data.load()
+    if dataset.train_sha256 != config["train_sha256"]:
+        raise UserError(f"train.csv changed since {run_dir.name} started: rerun `kaggle-mnist train`")
+    _configure_device(settings)
+    images, labels = _training_rows(dataset, settings)
+    members = [m for m in settings.members if _member_dir(run_dir, *m).name in names]
+    folds = np.load(run_dir / "folds.npy")
+    with RunProgress(0, quiet=True) as progress:
+        _train_members(run_dir, settings, members, images, labels, dataset.test_images, folds, progress)
 
 
 def latest_run(required: str = "metrics.json") -> Path:
@@ -128,42 +138,69 @@ def resolve_run(run: str | None) -> Path:
 # One member
 
 
-class EpochSeeds(keras.callbacks.Callback):
-    """Makes each epoch a pure function of (member seed, epoch), so a resumed member matches an
-    uninterrupted one exactly: BackupAndRestore restores weights and optimizer, but not the state of the
-    random generators behind augmentation and dropout, nor the shuffle order."""
-
-    def __init__(self, batches: EpochBatches, seed: int):
-        super().__init__()
-        self.batches, self.seed = batches, seed
-
-    def on_epoch_begin(self, epoch, logs=None):
-        self.batches.set_epoch(epoch)
-        generators = [
-            v for v in self.model.non_trainable_variables if v.path.endswith("seed_generator_state")
-        ]
-        for i, state in enumerate(generators):
-            mixed = np.random.SeedSequence([self.seed, epoch, i]).generate_state(1)[0]
-            state.assign(np.array([mixed, 0], dtype=state.dtype))
+def _train_members(run_dir, settings, members, images, labels, test_images, folds, progress) -> None:
+    for fold, seed_index in members:
+        number = settings.members.index((fold, seed_index)) + 1
+        label = f"member {number}/{len(settings.members)} (fold {fold}, seed {seed_index})"
+        result = _train_member(
+            run_dir, settings, fold, seed_index, images, labels, test_images, folds, progress, label
+        )
+        progress.log(f"{label}: val acc {result['val_accuracy']:.4%} in {result['seconds']:.0f} s")
 
 
-class EpochBatches(keras.utils.PyDataset):
-    """Shuffled mini-batches of the in-memory uint8 arrays, the order fixed by (seed, epoch)."""
-
-    def __init__(self, images: np.ndarray, labels: np.ndarray, batch_size: int, seed: int):
-        super().__init__()
-        self.images, self.labels, self.batch_size, self.seed = images, labels, batch_size, seed
-        self.set_epoch(0)
-
-    def set_epoch(self, epoch: int) -> None:
-        self.order = np.random.default_rng([self.seed, epoch]).permutation(len(self.labels))
-
-    def __len__(self) -> int:
-        return -(-len(self.labels) // self.batch_size)
-
-    def __getitem__(self, index: int):
-        rows = self.order[index * self.batch_size : (index + 1) * self.batch_size]
-        return self.images[rows], self.labels[rows]
+def _train_in_workers(run_dir, settings, todo, workers, gpus, steps_per_epoch, progress) -> None:
+    """Members spread over `workers` processes, one GPU each (as on a Kaggle "T4 x2" notebook): members
+    are independent, so this scales without the gradient syncing of a data-parallel model. Each worker
+    pins its GPU with CUDA_VISIBLE_DEVICES and writes a log in the run's logs/ folder; this process only
+    watches the members' epoch logs to drive the progress bar."""
+    logs = run_dir / "logs"
+    logs.mkdir(exist_ok=True)
+    visible = [d for d in os.environ.get("CUDA_VISIBLE_DEVICES", "").split(",") if d.strip()]
+    started = {m: _epochs_logged(_member_dir(run_dir, *m)) for m in todo}
+    procs = []
+    try:
+        for w in range(workers):
+            share = todo[w::workers]
+            env = {**os.environ, "KAGGLE_MNIST_WORKSPACE": str(paths.workspace())}
+            if gpus:
+                env["CUDA_VISIBLE_DEVICES"] = visible[w] if w < len(visible) else str(w)
+            log_path = logs / f"worker-{w}.log"
+            with open(log_path, "ab") as log:
+                command = [sys.executable, "-m", "competition.worker", str(run_dir)]
+                command += [_member_dir(run_dir, *m).name for m in share]
+                proc = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT)
+            procs.append((w, proc, log_path))
+        progress.log(f"{len(todo)} members on {workers} workers; their logs are in {logs}")
+        reported = set()
+        while True:
+            done = sum(_epochs_logged(_member_dir(run_dir, *m)) - started[m] for m in todo)
+            progress.set(done * steps_per_epoch, f"{len(todo) - len(reported)} members training")
+            for m in todo:
+                if m not in reported and _member_done(run_dir, *m):
+                    reported.add(m)
+                    result = storage.read_json(_member_dir(run_dir, *m) / "member.json")
+                    progress.log(
+                        f"member {settings.members.index(m) + 1}/{len(settings.members)} (fold {m[0]}, "
+                        f"seed {m[1]}): val acc {result['val_accuracy']:.4%} in {result['seconds']:.0f} s"
+                    )
+            failed = [(w, p, log) for w, p, log in procs if p.poll() not in (None, 0)]
+            if failed:
+                w, proc, log_path = failed[0]
+                lines = log_path.read_text(errors="replace").strip().splitlines() or ["(no output)"]
+                raise UserError(
+                    f"training worker {w} stopped (exit {proc.returncode}): {lines[-1]} "
+                    f"(its log: {log_path}); rerun the same command to continue"
+                )
+            if all(p.poll() == 0 for _, p, _ in procs):
+                return
+            time.sleep(1)
+    finally:
+        for _, proc, _ in procs:
+            if proc.poll() is None:
+                proc.terminate()
+        for _, proc, _ in procs:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(timeout=30)
 
 
 def _train_member(
@@ -240,12 +277,15 @@ def _callbacks(settings: TrainSettings, folder: Path, batches: EpochBatches, see
     else:
         rate, decay = settings.learning_rate, settings.lr_decay
         schedule = keras.callbacks.LearningRateScheduler(lambda epoch: rate * decay**epoch)
+    # Best-by-validation weights, for inspection; predictions use the final weights, because choosing
+    # weights on the validation fold would make the out-of-fold accuracy optimistic.
+    checkpoint = keras.callbacks.ModelCheckpoint(
+        folder / "best.keras", monitor="val_accuracy", save_best_only=True
+    )
     callbacks = [
         EpochSeeds(batches, seed),
         schedule,
-        # Best-by-validation weights, for inspection; predictions use the final weights, because choosing
-        # weights on the validation fold would make the out-of-fold accuracy optimistic.
-        keras.callbacks.ModelCheckpoint(folder / "best.keras", monitor="val_accuracy", save_best_only=True),
+        checkpoint,
         keras.callbacks.CSVLogger(str(folder / "history.csv"), append=True),
         timing,
     ]
@@ -255,10 +295,19 @@ def _callbacks(settings: TrainSettings, folder: Path, batches: EpochBatches, see
                 monitor="val_accuracy", patience=settings.early_stopping, restore_best_weights=True
             )
         )
-    # Last, so an epoch is only marked done after everything above has seen it. It restores the weights
-    # and optimizer of the last finished epoch when the member is started again.
-    callbacks.append(keras.callbacks.BackupAndRestore(str(folder / "backup")))
+    # Last, so an epoch is only backed up after everything above has seen it. It restores weights,
+    # optimizer and the counters of the stateful callbacks when the member is started again.
+    stateful = [c for c in callbacks if hasattr(c, "wait") or c is checkpoint]
+    callbacks.append(ExactBackup(folder / "backup", stateful))
     return callbacks
+
+
+def _epochs_logged(folder: Path) -> int:
+    """Complete rows in a member's epoch log, read while another process may be appending to it."""
+    try:
+        return max(0, (folder / "history.csv").read_bytes().count(b"\n") - 1)
+    except OSError:
+        return 0
 
 
 def _history(folder: Path) -> list[dict]:
@@ -383,6 +432,12 @@ def _warn_cpu_time(settings: TrainSettings, members: int, train_rows: int) -> No
         f"{hours:.1f} h ({rate:,.0f} images/s). Interrupt any time and rerun to continue; for a quick look "
         "use --folds 2 --seeds 1 --epochs 3, or train on a GPU (in a Kaggle notebook: Accelerator > GPU).[/]"
     )
+
+
+def _training_rows(dataset: data.Dataset, settings: TrainSettings) -> tuple[np.ndarray, np.ndarray]:
+    if settings.subset:
+        return dataset.train_images[: settings.subset], dataset.train_labels[: settings.subset]
+    return dataset.train_images, dataset.train_labels
 
 
 def _check_enough_rows(labels: np.ndarray, folds: int) -> None:

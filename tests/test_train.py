@@ -56,7 +56,7 @@ def test_run_folder_is_complete_and_loadable(tiny_data):
     ):
         assert (run_dir / name).is_file(), name
     config = storage.read_json(run_dir / "config.json")
-    assert TrainSettings.from_dict(config["settings"]) == settings
+    assert TrainSettings.from_dict(config["settings"]) == settings.resolved(gpu=False)
     assert len(config["train_sha256"]) == 64
     manifest = storage.read_json(run_dir / "manifest.json")
     assert manifest["backend"] == "tensorflow" and "keras" in manifest["versions"]
@@ -113,8 +113,21 @@ class Interrupt(keras.callbacks.Callback):
             raise KeyboardInterrupt
 
 
-def test_resume_after_interrupt_equals_an_uninterrupted_run(tiny_data, monkeypatch):
-    settings = TrainSettings(**{**TINY, "epochs": 3})
+@pytest.mark.parametrize(
+    "variant",
+    [
+        {},
+        # Stateful callbacks: their counters and best weights must come back too.
+        {"schedule": "plateau", "early_stopping": 1},
+        # Killed while swapping backup folders: the previous complete epoch is used.
+        {"mid_swap": True},
+    ],
+    ids=["exponential", "plateau+early-stopping", "killed-mid-swap"],
+)
+def test_resume_after_interrupt_equals_an_uninterrupted_run(tiny_data, monkeypatch, variant):
+    variant = dict(variant)
+    mid_swap = variant.pop("mid_swap", False)
+    settings = TrainSettings(**{**TINY, "epochs": 3, **variant})
     reference = training.train(settings, quiet=True)
     reference_probs = np.load(reference / "test_probs.npy")
 
@@ -128,7 +141,12 @@ def test_resume_after_interrupt_equals_an_uninterrupted_run(tiny_data, monkeypat
     run_dir = max((tiny_data / "ensembles").glob("*/"), key=lambda p: p.name)
     assert run_dir != reference and not (run_dir / "metrics.json").exists()
     assert (run_dir / "members" / "f0-s0" / "member.json").is_file()
-    assert (run_dir / "members" / "f1-s0" / "backup").is_dir()  # half-trained, resumable
+    backup = run_dir / "members" / "f1-s0" / "backup"
+    assert (backup / "current" / "state.json").is_file()  # half-trained, resumable
+    if mid_swap:
+        (backup / "current").rename(backup / "previous")
+        (backup / "next").mkdir()
+        (backup / "next" / "latest.weights.h5").write_bytes(b"cut short")
     with pytest.raises(Exception):  # noqa: B017 - an unfinished run is not offered to later steps
         training.resolve_run(run_dir.name)
     finished = {k: v for k, v in member_files(run_dir).items() if k.startswith("f0-s0")}
@@ -136,8 +154,39 @@ def test_resume_after_interrupt_equals_an_uninterrupted_run(tiny_data, monkeypat
     resumed = training.train(settings, quiet=True)  # the same command again
     assert resumed == run_dir
     assert {k: v for k, v in member_files(run_dir).items() if k.startswith("f0-s0")} == finished
-    assert [row["epoch"] for row in training._history(run_dir / "members" / "f1-s0")] == [0, 1, 2]
+    epochs = [row["epoch"] for row in training._history(run_dir / "members" / "f1-s0")]
+    reference_epochs = [row["epoch"] for row in training._history(reference / "members" / "f1-s0")]
+    assert epochs == reference_epochs and epochs[0] == 0
     np.testing.assert_array_equal(np.load(run_dir / "test_probs.npy"), reference_probs)
+
+
+def test_members_spread_over_worker_processes_give_the_same_run(tiny_data):
+    """The multi-GPU path (one process per GPU), run here with two CPU worker processes."""
+    sequential = training.train(TrainSettings(**TINY), quiet=True)
+    parallel = training.train(TrainSettings(**TINY), fresh=True, quiet=True, workers=2)
+    assert parallel != sequential
+    logs = sorted(p.name for p in (parallel / "logs").iterdir())
+    assert logs == ["worker-0.log", "worker-1.log"]
+    for name in ("oof_probs.npy", "test_probs.npy"):
+        np.testing.assert_array_equal(np.load(sequential / name), np.load(parallel / name))
+
+
+def test_a_failing_worker_stops_the_run_with_one_line(tiny_data, monkeypatch, tmp_path):
+    fake_python = tmp_path / "python"
+    fake_python.write_text("#!/bin/sh\necho 'something broke on the GPU'\nexit 3\n")
+    fake_python.chmod(0o755)
+    monkeypatch.setattr(training.sys, "executable", str(fake_python))
+    with pytest.raises(training.UserError, match="something broke on the GPU.*rerun the same command"):
+        training.train(TrainSettings(**TINY), quiet=True, workers=2)
+
+
+def test_automatic_batch_size_and_learning_rate():
+    cpu, gpu = TrainSettings().resolved(gpu=False), TrainSettings().resolved(gpu=True)
+    assert (cpu.batch_size, cpu.learning_rate) == (64, 1e-3)  # the recipe
+    assert gpu.batch_size == 256 and gpu.learning_rate == pytest.approx(2e-3)
+    mine = TrainSettings(batch_size=32, learning_rate=5e-4).resolved(gpu=True)
+    assert (mine.batch_size, mine.learning_rate) == (32, 5e-4)  # given values are kept
+    assert TrainSettings(batch_size=16).resolved(gpu=False).learning_rate == pytest.approx(5e-4)
 
 
 def test_kill_9_after_the_first_member_keeps_it(tiny_data):
@@ -192,3 +241,4 @@ def test_train_errors_are_one_line(workspace, tmp_path):
     assert_clean_failure(run_cli("train", "--arch", "resnet", cwd=workspace), "--arch must be one of")
     assert_clean_failure(run_cli("train", "--folds", "1", cwd=workspace), "--folds must be at least 2")
     assert_clean_failure(run_cli("train", "--backend", "theano", cwd=workspace), "--backend must be one of")
+    assert_clean_failure(run_cli("train", "--batch-size", "-1", cwd=workspace), "--batch-size and --lr")

@@ -1,0 +1,129 @@
+"""What makes an interrupted member of `kaggle-mnist train` resume to exactly the numbers of an
+uninterrupted one: every epoch a pure function of (member seed, epoch), and a backup that holds all the
+training state, written so that a kill at any instant leaves a complete earlier backup behind.
+
+Keras' own `BackupAndRestore` restores weights, optimizer and epoch, but not the random generators
+behind augmentation and dropout, not the shuffle order, and not the counters of ReduceLROnPlateau,
+EarlyStopping or ModelCheckpoint; and it writes weights and epoch number one after the other, so a kill
+between the two resumes from the wrong epoch. Import after `backend.select(...)`.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import keras
+import numpy as np
+
+# The attributes that carry a callback's memory from one epoch to the next (Keras 3 names).
+_CALLBACK_STATE = ("wait", "best", "best_epoch", "stopped_epoch", "cooldown_counter")
+
+
+class EpochBatches(keras.utils.PyDataset):
+    """Shuffled mini-batches of the in-memory uint8 arrays, the order fixed by (seed, epoch)."""
+
+    def __init__(self, images: np.ndarray, labels: np.ndarray, batch_size: int, seed: int):
+        super().__init__()
+        self.images, self.labels, self.batch_size, self.seed = images, labels, batch_size, seed
+        self.set_epoch(0)
+
+    def set_epoch(self, epoch: int) -> None:
+        self.order = np.random.default_rng([self.seed, epoch]).permutation(len(self.labels))
+
+    def __len__(self) -> int:
+        return -(-len(self.labels) // self.batch_size)
+
+    def __getitem__(self, index: int):
+        rows = self.order[index * self.batch_size : (index + 1) * self.batch_size]
+        return self.images[rows], self.labels[rows]
+
+
+class EpochSeeds(keras.callbacks.Callback):
+    """Reseeds the shuffle and every seed generator (augmentation, dropout) at the start of each epoch,
+    so an epoch's randomness does not depend on what ran before it in this process."""
+
+    def __init__(self, batches: EpochBatches, seed: int):
+        super().__init__()
+        self.batches, self.seed = batches, seed
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.batches.set_epoch(epoch)
+        generators = [
+            v for v in self.model.non_trainable_variables if v.path.endswith("seed_generator_state")
+        ]
+        for i, state in enumerate(generators):
+            mixed = np.random.SeedSequence([self.seed, epoch, i]).generate_state(1)[0]
+            state.assign(np.array([mixed, 0], dtype=state.dtype))
+
+
+class ExactBackup(keras.callbacks.BackupAndRestore):
+    """BackupAndRestore that also keeps the other callbacks' counters (and EarlyStopping's best weights)
+    and swaps whole backup folders, so the backup on disk is always one complete epoch.
+
+    Put it last in the callback list: it must see an epoch only after the others have updated their
+    state, and restore that state after their `on_train_begin` has reset it.
+    """
+
+    def __init__(self, backup_dir: Path, stateful: list[keras.callbacks.Callback]):
+        super().__init__(str(backup_dir))
+        self.root = Path(backup_dir)
+        self.stateful = stateful
+
+    def on_train_begin(self, logs=None):
+        shutil.rmtree(self.root / "next", ignore_errors=True)  # a kill mid-save: incomplete, unused
+        for name in ("current", "previous"):  # "previous" exists only after a kill mid-swap
+            folder = self.root / name
+            if (folder / "state.json").is_file():
+                self._restore(folder)
+                return
+
+    def on_epoch_end(self, epoch, logs=None):
+        self._save(epoch + 1)
+
+    def on_train_end(self, logs=None):
+        shutil.rmtree(self.root, ignore_errors=True)
+
+    def _save(self, epochs_done: int) -> None:
+        staging = self.root / "next"
+        shutil.rmtree(staging, ignore_errors=True)
+        staging.mkdir(parents=True)
+        self.model.save_weights(staging / "latest.weights.h5")  # weights and optimizer state
+        states = []
+        for i, callback in enumerate(self.stateful):
+            state = {k: _plain(getattr(callback, k)) for k in _CALLBACK_STATE if hasattr(callback, k)}
+            weights = getattr(callback, "best_weights", None)
+            if weights is not None:
+                np.savez(staging / f"best_weights-{i}.npz", *weights)
+            states.append(state)
+        state = {"epochs_done": epochs_done, "stopped": bool(self.model.stop_training), "callbacks": states}
+        (staging / "state.json").write_text(json.dumps(state))  # last: marks the folder complete
+        current, previous = self.root / "current", self.root / "previous"
+        if current.exists():
+            current.rename(previous)
+        staging.rename(current)
+        shutil.rmtree(previous, ignore_errors=True)
+
+    def _restore(self, folder: Path) -> None:
+        state = json.loads((folder / "state.json").read_text())
+        if not self.model.optimizer.built:
+            self.model.optimizer.build(self.model.trainable_variables)
+        self.model.load_weights(folder / "latest.weights.h5")
+        for i, (callback, saved) in enumerate(zip(self.stateful, state["callbacks"], strict=True)):
+            for key, value in saved.items():
+                setattr(callback, key, value)
+            best = folder / f"best_weights-{i}.npz"
+            if best.is_file():
+                with np.load(best) as arrays:
+                    callback.best_weights = [arrays[f"arr_{j}"] for j in range(len(arrays.files))]
+        # A member that early-stopped before the kill has nothing left to train; fit then runs no epoch
+        # and on_train_end still restores EarlyStopping's best weights.
+        self.model._initial_epoch = self.params["epochs"] if state["stopped"] else state["epochs_done"]
+
+
+def _plain(value):
+    """A callback counter as a JSON value (numpy scalars become floats; json keeps +-Infinity)."""
+    if value is None or isinstance(value, bool | int | str):
+        return value
+    return float(value)
