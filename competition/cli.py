@@ -14,6 +14,10 @@ from competition.settings import TrainSettings
 DEFAULTS = TrainSettings()
 BATCH_HELP = "Training batch size; 0 = auto: 64 on CPU (the recipe), 256 on a GPU."
 LR_HELP = "Starting learning rate (Adam); 0 = auto: 1e-3 x sqrt(batch size / 64)."
+WEIGHTS_HELP = (
+    "mean (plain average of the members) or oof (blend weights from greedy selection, fitted fold by fold "
+    "on the other folds' out-of-fold rows; kept only if not below the plain mean)."
+)
 WORKERS_HELP = (
     "Processes training members side by side; 0 = one per visible GPU (1 on CPU, where more only "
     "helps with many cores)."
@@ -154,6 +158,7 @@ def predict(
     tta: Annotated[
         bool, typer.Option("--tta", help="Also average over one-pixel shifts of every image.")
     ] = False,
+    weights: Annotated[str, typer.Option(help=WEIGHTS_HELP)] = "mean",
 ) -> None:
     """Average the members' test probabilities into submissions/<run-id>.csv and ./submission.csv."""
     from competition import backend as backends
@@ -161,7 +166,7 @@ def predict(
     backends.select(_run_backend(run))
     from competition import predict as predicting
 
-    predicting.predict(run, tta=tta, log=typer.echo)
+    predicting.predict(run, tta=tta, weights=weights, log=typer.echo)
 
 
 @app.command()
@@ -214,6 +219,7 @@ def run_all(
         Path | None, typer.Option("--from", help="Local copy of the data instead of the API.")
     ] = None,
     tta: Annotated[bool, typer.Option("--tta", help="Test-time augmentation in predict.")] = False,
+    weights: Annotated[str, typer.Option(help=WEIGHTS_HELP)] = "mean",
     do_submit: Annotated[
         bool, typer.Option("--submit", help="Submit the result and wait for its score.")
     ] = False,
@@ -243,7 +249,7 @@ def run_all(
     from competition import train as training
 
     run_dir = training.train(settings, quiet=quiet, workers=workers)
-    result = predicting.predict(run_dir.name, tta=tta, log=typer.echo)
+    result = predicting.predict(run_dir.name, tta=tta, weights=weights, log=typer.echo)
     if do_submit:
         submission.submit(Path(result["file"]), message, wait=True, log=typer.echo)
 

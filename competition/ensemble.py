@@ -32,3 +32,47 @@ def out_of_fold(member_oof: list[tuple[np.ndarray, np.ndarray]], num_rows: int, 
     covered = count > 0
     total[covered] /= count[covered, None]
     return total, covered
+
+
+def greedy_weights(true_class_probs: np.ndarray, max_rounds: int = 25) -> np.ndarray:
+    """Ensemble selection with replacement (Caruana et al., 2004) minimising log loss.
+
+    `true_class_probs` is (components, rows): each component's probability for the true label of each
+    row (all that log loss needs, so the search is cheap). Starts from the best single component and
+    adds, one at a time, the component that lowers the loss most; stops when none does. Returns weights
+    (components,) summing to 1: how often each was picked.
+    """
+    probs = np.clip(np.asarray(true_class_probs, dtype=np.float64), 1e-12, 1.0)
+    counts = np.zeros(len(probs), dtype=np.int64)
+    total = np.zeros(probs.shape[1])
+    best_loss = np.inf
+    for _ in range(max_rounds):
+        n = counts.sum()
+        losses = -np.log((total + probs) / (n + 1)).mean(axis=1)
+        pick = int(np.argmin(losses))
+        if losses[pick] >= best_loss - 1e-12:
+            break
+        best_loss = float(losses[pick])
+        counts[pick] += 1
+        total += probs[pick]
+    return counts / counts.sum()
+
+
+def cross_fitted_blend(
+    components: np.ndarray, labels: np.ndarray, folds: np.ndarray
+) -> tuple[np.ndarray, dict[str, list[float]]]:
+    """Out-of-fold probabilities of a weighted blend whose weights never saw the rows they score.
+
+    `components` is (K, N, C), each a complete out-of-fold prediction. For every fold the weights are
+    fitted on the other folds' rows and applied to this fold's rows. Returns the stitched (N, C)
+    probabilities and the weights used for each fold.
+    """
+    true_class = components[:, np.arange(len(labels)), labels]
+    blended = np.empty(components.shape[1:], dtype=np.float64)
+    used = {}
+    for fold in np.unique(folds):
+        inside = folds == fold
+        weights = greedy_weights(true_class[:, ~inside])
+        blended[inside] = average(components[:, inside], weights)
+        used[str(int(fold))] = weights.round(4).tolist()
+    return blended, used

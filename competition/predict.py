@@ -1,9 +1,10 @@
 """`kaggle-mnist predict [RUN]`: the ensemble's test predictions as submission.csv.
 
 The plain mean of the members' softmax outputs, or with `--tta` the mean over small shifts of every
-image as well. Whether TTA is used is decided fold by fold on the *other* folds' out-of-fold rows, so
-the accuracy reported is never fitted on the rows it is measured on; if that still scores below the
-plain mean, the plain mean is kept.
+image as well, or with `--weights oof` a weighted blend of the seed groups (and TTA views). Whether TTA
+is used, and the blend weights, are decided fold by fold on the *other* folds' out-of-fold rows, so the
+accuracy reported is never fitted on the rows it is measured on; if that still scores below the plain
+mean, the plain mean is kept, so the reported accuracy is never below the plain mean's.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from collections.abc import Callable
 import numpy as np
 
 from competition import data, ensemble, storage, submission
+from competition.errors import UserError
 from competition.settings import TrainSettings
 
 # One-pixel shifts (no flips: a flipped 6 is a 9); each adds one forward pass per member.
@@ -46,9 +48,21 @@ def choose_per_fold(
     return chosen, choice
 
 
-def predict(run: str | None = None, tta: bool = False, log: Callable[[str], None] = print) -> dict:
+WEIGHTS = ("mean", "oof")
+
+
+def predict(
+    run: str | None = None, tta: bool = False, weights: str = "mean", log: Callable[[str], None] = print
+) -> dict:
+    """Writes the run's submission; returns what was written and its out-of-fold accuracy.
+
+    `weights="oof"`: blend the seed groups (and with `tta`, their TTA views) with weights from greedy
+    ensemble selection, fitted fold by fold on the other folds' rows (`ensemble.cross_fitted_blend`).
+    """
     from competition import train as training  # imports keras: only once the backend is chosen
 
+    if weights not in WEIGHTS:
+        raise UserError(f"--weights must be one of {', '.join(WEIGHTS)}, not {weights!r}")
     run_dir = training.resolve_run(run)
     settings = TrainSettings.from_dict(storage.read_json(run_dir / "config.json")["settings"])
     metrics = storage.read_json(run_dir / "metrics.json")
@@ -59,8 +73,27 @@ def predict(run: str | None = None, tta: bool = False, log: Callable[[str], None
     plain_accuracy = ensemble.accuracy(plain_oof, labels)
 
     oof, test, note, name = plain_oof, plain_test, "plain mean", run_dir.name
-    if tta:
-        tta_oof, tta_test = _tta(run_dir, settings, log)
+    if tta or weights == "oof":
+        components = _components(run_dir, settings, tta, log)
+    if weights == "oof":
+        names = list(components)
+        stack = np.stack([components[n][0] for n in names])
+        blended, _ = ensemble.cross_fitted_blend(stack, labels, folds)
+        if len(names) > 1 and ensemble.accuracy(blended, labels) >= plain_accuracy:
+            # The test rows belong to no fold: their weights are fitted on every out-of-fold row.
+            final = ensemble.greedy_weights(stack[:, np.arange(len(labels)), labels])
+            test = ensemble.average([components[n][1] for n in names], final)
+            picked = ", ".join(f"{n} {w:.2f}" for n, w in zip(names, final, strict=True) if w > 0)
+            oof, name = blended, f"{run_dir.name}-oof{'-tta' if tta else ''}"
+            note = f"weights fitted out of fold ({picked})"
+        elif len(names) == 1:
+            note = "plain mean (one seed and no TTA: nothing to weigh; try --seeds 3 or --tta)"
+        else:
+            note = "plain mean (the out-of-fold blend did not beat it)"
+    elif tta:
+        plain_names = [n for n in components if not n.endswith("-tta")]
+        tta_oof = ensemble.average([components[f"{n}-tta"][0] for n in plain_names])
+        tta_test = ensemble.average([components[f"{n}-tta"][1] for n in plain_names])
         chosen_oof, choice = choose_per_fold({"mean": plain_oof, "tta": tta_oof}, labels, folds)
         if ensemble.accuracy(chosen_oof, labels) >= plain_accuracy and "tta" in choice.values():
             oof, note, name = chosen_oof, f"TTA chosen on other folds: {choice}", f"{run_dir.name}-tta"
@@ -86,25 +119,40 @@ def predict(run: str | None = None, tta: bool = False, log: Callable[[str], None
     return result
 
 
-def _tta(run_dir, settings: TrainSettings, log) -> tuple[np.ndarray, np.ndarray]:
-    import keras
-
-    dataset = data.load()
-    images = dataset.train_images[: settings.subset or None]
-    oof_parts, tests = [], []
+def _components(run_dir, settings: TrainSettings, tta: bool, log) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """The blendable parts of a run: per seed index, the out-of-fold and test probabilities of its
+    members over all folds ("s0", "s1", ...), and with `tta` the same under test-time shifts ("s0-tta").
+    Each covers every training row once, so each is a complete out-of-fold prediction."""
+    dataset = data.load() if tta else None
+    images = dataset.train_images[: settings.subset or None] if tta else None
+    parts: dict[str, tuple[list, list]] = {}
     for fold, seed_index in settings.members:
         folder = run_dir / "members" / f"f{fold}-s{seed_index}"
-        model = keras.models.load_model(folder / "model.keras")
         with np.load(folder / "oof.npz") as saved:
             rows, probs = saved["rows"], saved["probs"]
-        oof_views, test_views = [probs], [np.load(folder / "test.npy")]
-        for dy, dx in TTA_SHIFTS:
-            oof_views.append(model.predict(shift_images(images[rows], dy, dx), batch_size=1024, verbose=0))
-            test_views.append(
-                model.predict(shift_images(dataset.test_images, dy, dx), batch_size=1024, verbose=0)
-            )
-        oof_parts.append((rows, ensemble.average(oof_views)))
-        tests.append(ensemble.average(test_views))
-        log(f"TTA: member {folder.name} done")
-    oof, _ = ensemble.out_of_fold(oof_parts, len(images))
-    return oof, ensemble.average(tests)
+        test = np.load(folder / "test.npy")
+        views = {f"s{seed_index}": (probs, test)}
+        if tta:
+            views[f"s{seed_index}-tta"] = _tta(folder, images[rows], dataset.test_images, probs, test)
+            log(f"TTA: member {folder.name} done")
+        for name, (oof_probs, test_probs) in views.items():
+            oof_parts, tests = parts.setdefault(name, ([], []))
+            oof_parts.append((rows, oof_probs))
+            tests.append(test_probs)
+    num_rows = len(np.load(run_dir / "folds.npy"))
+    return {
+        name: (ensemble.out_of_fold(oof_parts, num_rows)[0], ensemble.average(tests))
+        for name, (oof_parts, tests) in parts.items()
+    }
+
+
+def _tta(folder, oof_images, test_images, oof_probs, test_probs) -> tuple[np.ndarray, np.ndarray]:
+    """A member's probabilities averaged over the unshifted image and its one-pixel shifts."""
+    import keras
+
+    model = keras.models.load_model(folder / "model.keras")
+    oof_views, test_views = [oof_probs], [test_probs]
+    for dy, dx in TTA_SHIFTS:
+        oof_views.append(model.predict(shift_images(oof_images, dy, dx), batch_size=1024, verbose=0))
+        test_views.append(model.predict(shift_images(test_images, dy, dx), batch_size=1024, verbose=0))
+    return ensemble.average(oof_views), ensemble.average(test_views)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import numpy as np
 import pandas as pd
 import pytest
 
@@ -110,27 +109,3 @@ def test_submit_api_errors(workspace, tmp_path, kaggle, status, needle):
 def test_submit_without_a_file(workspace, tmp_path, kaggle):
     result = run_cli("submit", cwd=workspace, env=kaggle_env(tmp_path, kaggle.proxy))
     assert_clean_failure(result, "does not exist")
-
-
-def test_choose_per_fold_never_fits_on_the_fold_it_reports():
-    from competition.predict import choose_per_fold
-
-    labels = np.array([0, 1, 0, 1])
-    folds = np.array([0, 0, 1, 1])
-    good = np.eye(2)[labels].astype(float)
-    bad = np.eye(2)[1 - labels].astype(float)
-    # "a" is right only on fold 0, "b" only on fold 1: a choice made on the other fold is wrong each time.
-    a = np.where(folds[:, None] == 0, good, bad)
-    b = np.where(folds[:, None] == 1, good, bad)
-    chosen, choice = choose_per_fold({"a": a, "b": b}, labels, folds)
-    assert choice == {"0": "b", "1": "a"}
-    assert (np.argmax(chosen, 1) == labels).mean() == 0.0
-
-
-def test_shift_images_moves_and_fills_black():
-    from competition.predict import shift_images
-
-    image = np.zeros((1, 4, 4), dtype=np.uint8)
-    image[0, 0, 0] = 255
-    assert shift_images(image, 1, 0)[0, 1, 0] == 255 and shift_images(image, 1, 0)[0, 0, 0] == 0
-    assert shift_images(image, 0, -1).sum() == 0  # moved out of the frame

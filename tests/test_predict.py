@@ -1,0 +1,142 @@
+"""`kaggle-mnist predict`: the blend arithmetic, TTA and OOF weights on a real tiny run."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from competition import backend, data, ensemble, submission
+from competition.settings import TrainSettings
+from tests import digits
+from tests.conftest import assert_clean_failure, run_cli
+
+backend.select("tensorflow")
+
+from competition import predict as predicting  # noqa: E402
+from competition import train as training  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    """One trained run shared by the tests here: 2 folds x 2 seeds on 300 synthetic digits."""
+    root = tmp_path_factory.mktemp("predict")
+    workspace = root / "ws"
+    workspace.mkdir()
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("KAGGLE_MNIST_WORKSPACE", str(workspace))
+        digits.write_csvs(root / "csvs", n_train=300, n_test=40)
+        data.fetch(root / "csvs", log=lambda _: None)
+        settings = TrainSettings(folds=2, seeds=2, epochs=2, batch_size=16)
+        run_dir = training.train(settings, quiet=True)
+    return workspace, run_dir
+
+
+@pytest.fixture
+def in_run(tiny_run, monkeypatch):
+    workspace, run_dir = tiny_run
+    monkeypatch.setenv("KAGGLE_MNIST_WORKSPACE", str(workspace))
+    return workspace, run_dir
+
+
+def test_greedy_weights_prefer_the_better_component():
+    good = np.full(100, 0.9)
+    bad = np.full(100, 0.2)
+    weights = ensemble.greedy_weights(np.stack([bad, good]))
+    assert weights.tolist() == [0.0, 1.0]
+    # Two complementary components: each is sure where the other is not; the blend beats both alone.
+    a = np.r_[np.full(50, 0.99), np.full(50, 0.3)]
+    b = np.r_[np.full(50, 0.3), np.full(50, 0.99)]
+    weights = ensemble.greedy_weights(np.stack([a, b]))
+    assert weights.sum() == pytest.approx(1) and min(weights) > 0
+
+
+def test_cross_fitted_blend_never_fits_on_the_rows_it_reports():
+    labels = np.array([0, 1, 0, 1])
+    folds = np.array([0, 0, 1, 1])
+    good, bad = np.eye(2)[labels] * 0.9 + 0.05, np.eye(2)[1 - labels] * 0.9 + 0.05
+    # "a" is right only on fold 0, "b" only on fold 1: weights fitted on the other fold pick the wrong one.
+    a = np.where(folds[:, None] == 0, good, bad)
+    b = np.where(folds[:, None] == 1, good, bad)
+    blended, used = ensemble.cross_fitted_blend(np.stack([a, b]), labels, folds)
+    assert used == {"0": [0.0, 1.0], "1": [1.0, 0.0]}
+    assert ensemble.accuracy(blended, labels) == 0.0
+
+
+@pytest.mark.parametrize("tta, weights", [(True, "mean"), (False, "oof"), (True, "oof")])
+def test_tta_and_weights_never_report_below_the_plain_mean(in_run, tta, weights):
+    workspace, run_dir = in_run
+    result = predicting.predict(run_dir.name, tta=tta, weights=weights, log=lambda _: None)
+    assert result["oof_accuracy"] >= result["plain_mean_accuracy"]
+    assert result["members"] == 4
+    assert submission.validation_errors(workspace / "submission.csv", 40) == []
+    assert (workspace / "submission.csv").read_bytes() == open(result["file"], "rb").read()
+
+
+def test_tta_views_are_the_mean_over_shifted_images(in_run):
+    import keras
+
+    workspace, run_dir = in_run
+    settings = TrainSettings.from_dict(training.storage.read_json(run_dir / "config.json")["settings"])
+    components = predicting._components(run_dir, settings, tta=True, log=lambda _: None)
+    assert sorted(components) == ["s0", "s0-tta", "s1", "s1-tta"]
+    folder = run_dir / "members" / "f0-s1"
+    model = keras.models.load_model(folder / "model.keras")
+    test_images = data.load().test_images
+    views = [
+        model.predict(predicting.shift_images(test_images, dy, dx), verbose=0)
+        for dy, dx in predicting.TTA_SHIFTS
+    ]
+    expected = ensemble.average([np.load(folder / "test.npy"), *views])
+    other = run_dir / "members" / "f1-s1"
+    other_model = keras.models.load_model(other / "model.keras")
+    other_views = [
+        other_model.predict(predicting.shift_images(test_images, dy, dx), verbose=0)
+        for dy, dx in predicting.TTA_SHIFTS
+    ]
+    expected_other = ensemble.average([np.load(other / "test.npy"), *other_views])
+    np.testing.assert_allclose(components["s1-tta"][1], (expected + expected_other) / 2, atol=1e-5)
+    # The plain components are exactly the members' saved predictions.
+    np.testing.assert_allclose(
+        ensemble.average([components["s0"][0], components["s1"][0]]),
+        np.load(run_dir / "oof_probs.npy"),
+        atol=1e-6,
+    )
+
+
+def test_a_worse_blend_falls_back_to_the_plain_mean(in_run, monkeypatch):
+    _, run_dir = in_run
+    monkeypatch.setattr(
+        ensemble, "cross_fitted_blend", lambda stack, labels, folds: (np.eye(10)[(labels + 1) % 10], {})
+    )
+    result = predicting.predict(run_dir.name, weights="oof", log=lambda _: None)
+    assert "did not beat it" in result["blend"]
+    assert result["oof_accuracy"] == result["plain_mean_accuracy"] and result["changed_vs_mean"] == 0
+
+
+def test_unknown_weights_is_one_line(in_run):
+    workspace, _ = in_run
+    assert_clean_failure(run_cli("predict", "--weights", "magic", cwd=workspace), "--weights must be one of")
+
+
+def test_choose_per_fold_never_fits_on_the_fold_it_reports():
+    from competition.predict import choose_per_fold
+
+    labels = np.array([0, 1, 0, 1])
+    folds = np.array([0, 0, 1, 1])
+    good = np.eye(2)[labels].astype(float)
+    bad = np.eye(2)[1 - labels].astype(float)
+    # "a" is right only on fold 0, "b" only on fold 1: a choice made on the other fold is wrong each time.
+    a = np.where(folds[:, None] == 0, good, bad)
+    b = np.where(folds[:, None] == 1, good, bad)
+    chosen, choice = choose_per_fold({"a": a, "b": b}, labels, folds)
+    assert choice == {"0": "b", "1": "a"}
+    assert (np.argmax(chosen, 1) == labels).mean() == 0.0
+
+
+def test_shift_images_moves_and_fills_black():
+    from competition.predict import shift_images
+
+    image = np.zeros((1, 4, 4), dtype=np.uint8)
+    image[0, 0, 0] = 255
+    assert shift_images(image, 1, 0)[0, 1, 0] == 255 and shift_images(image, 1, 0)[0, 0, 0] == 0
+    assert shift_images(image, 0, -1).sum() == 0  # moved out of the frame
