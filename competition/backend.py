@@ -31,6 +31,8 @@ def select(name: str) -> None:
     try:
         with _quiet_native_stderr():
             __import__({"tensorflow": "tensorflow", "jax": "jax", "torch": "torch"}[name])
+            # Keras' first import loads more of the backend, which probes for CUDA again.
+            import keras  # noqa: F401
     except ImportError:
         raise UserError(
             f"the {name} backend is not installed: pip install {name}, or use --backend tensorflow"

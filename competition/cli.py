@@ -170,6 +170,88 @@ def predict(
 
 
 @app.command()
+def evaluate(
+    run: Annotated[
+        str | None, typer.Argument(help="Run id in ensembles/ (default: the latest finished run).")
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON object instead of tables.")] = False,
+) -> None:
+    """Out-of-fold accuracy of the ensemble and each member, per-digit precision/recall, confusion matrix."""
+    import json
+
+    from rich.console import Console
+
+    from competition import evaluate as evaluating
+
+    console = Console(highlight=False)  # not progress.console: that module loads Keras, slow to start
+    result = evaluating.evaluate(run)
+    if as_json:
+        typer.echo(json.dumps(result, indent=2))
+        return
+    for table in evaluating.tables(result):
+        console.print(table)
+
+
+@app.command()
+def report(
+    run: Annotated[
+        str | None, typer.Argument(help="Run id in ensembles/ (default: the latest finished run).")
+    ] = None,
+) -> None:
+    """Pictures of a run in ensembles/<run-id>/report/: confusion matrix, confidently wrong digits,
+    learning curves, augmentation preview, members against the ensemble, and report.md."""
+    from competition import backend as backends
+
+    backends.select(_run_backend(run))
+    from competition import report as reporting
+
+    for path in reporting.report(run):
+        typer.echo(str(path))
+
+
+@app.command("predict-images")
+def predict_images(
+    paths: Annotated[
+        list[Path], typer.Argument(help="PNG/JPEG files, or folders of them.", show_default=False)
+    ],
+    run: Annotated[
+        str | None, typer.Option("--run", help="Run id in ensembles/ (default: the latest finished run).")
+    ] = None,
+    csv: Annotated[
+        Path | None, typer.Option("--csv", help="Also write path,label,probability to this CSV file.")
+    ] = None,
+) -> None:
+    """Read your own digit pictures (any size, colour or polarity, digit anywhere) and predict them."""
+    from rich.table import Table
+
+    from competition import backend as backends
+
+    backends.select(_run_backend(run))
+    from competition import images
+    from competition.progress import console  # imports Keras: only after the backend is chosen
+
+    predictions = images.predict_images(paths, run=run, csv=csv)
+    failed = [p for p in predictions if p.error is not None]
+    if len(failed) == len(predictions):
+        first = failed[0]
+        more = f" (and {len(failed) - 1} more files)" if len(failed) > 1 else ""
+        raise UserError(f"no digit picture could be read: {first.path}: {first.error}{more}")
+    table = Table(title="Predictions")
+    for column in ("file", "label", "probability"):
+        table.add_column(column, justify="left" if column == "file" else "right")
+    for p in predictions:
+        if p.error is None:
+            table.add_row(str(p.path), str(p.label), f"{p.probability:.2%}")
+        else:
+            table.add_row(str(p.path), "[red]error[/]", f"[red]{p.error}[/]")
+    console.print(table)
+    for p in failed:
+        typer.echo(f"skipped {p.path}: {p.error}", err=True)
+    if csv is not None:
+        typer.echo(f"Wrote {csv}")
+
+
+@app.command()
 def submit(
     file: Annotated[
         Path | None, typer.Option("--file", help="The CSV to submit (default: ./submission.csv).")

@@ -30,6 +30,7 @@ from competition.errors import UserError
 from competition.model import ARCHITECTURES, build_model
 from competition.progress import RunProgress, console, results_table
 from competition.resume import EpochBatches, EpochSeeds, ExactBackup
+from competition.runs import latest_run, resolve_run  # noqa: F401 - part of this module's surface
 from competition.settings import TrainSettings
 
 PREDICT_BATCH = 1024  # inference has no gradients to hold: big batches are free speed
@@ -105,33 +106,6 @@ def work(run_dir: Path, names: list[str]) -> None:
     folds = np.load(run_dir / "folds.npy")
     with RunProgress(0, quiet=True) as progress:
         _train_members(run_dir, settings, members, images, labels, dataset.test_images, folds, progress)
-
-
-def latest_run(required: str = "metrics.json") -> Path:
-    """The most recently finished run (the one later commands use when not told)."""
-    runs = sorted(
-        (p for p in paths.ensembles_dir().glob("*/") if (p / required).is_file()),
-        key=lambda p: (p / required).stat().st_mtime,
-    )
-    if not runs:
-        raise UserError(f"no trained run in {paths.ensembles_dir()}: run `kaggle-mnist train` first")
-    return runs[-1]
-
-
-def resolve_run(run: str | None) -> Path:
-    if run is None:
-        return latest_run()
-    candidate = Path(run)
-    for path in (candidate, paths.ensembles_dir() / run):
-        if (path / "metrics.json").is_file():
-            return path
-        if (path / "config.json").is_file():
-            raise UserError(
-                f"run {path} is unfinished: rerun the train command that started it to complete it"
-            )
-    raise UserError(
-        f"no run '{run}' in {paths.ensembles_dir()}: give a run id from there, or omit it for the latest"
-    )
 
 
 # ----------------------------------------------------------------------------------------------

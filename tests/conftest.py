@@ -79,3 +79,34 @@ def assert_clean_failure(result: Result, *needles: str) -> None:
     assert err.startswith("error: "), result.output
     for needle in needles:
         assert needle.lower() in err.lower(), f"{needle!r} not in {err!r}"
+
+
+@pytest.fixture(scope="session")
+def trained_run(tmp_path_factory) -> tuple[Path, Path]:
+    """One tiny trained run (2 folds x 2 seeds, 300 synthetic digits) shared by the tests that only read
+    a run: predict, evaluate, report, predict-images. Returns (workspace, run folder)."""
+    from competition import backend, data
+    from competition.settings import TrainSettings
+    from tests import digits
+
+    backend.select("tensorflow")
+    from competition import train
+
+    root = tmp_path_factory.mktemp("trained")
+    workspace = root / "ws"
+    workspace.mkdir()
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("KAGGLE_MNIST_WORKSPACE", str(workspace))
+        digits.write_csvs(root / "csvs", n_train=300, n_test=40)
+        data.fetch(root / "csvs", log=lambda _: None)
+        run_dir = train.train(TrainSettings(folds=2, seeds=2, epochs=2, batch_size=16), quiet=True)
+    return workspace, run_dir
+
+
+@pytest.fixture
+def in_run(trained_run, monkeypatch) -> tuple[Path, Path]:
+    """The shared trained run, with its workspace as the current one."""
+    workspace, run_dir = trained_run
+    monkeypatch.setenv("KAGGLE_MNIST_WORKSPACE", str(workspace))
+    monkeypatch.chdir(workspace)
+    return workspace, run_dir

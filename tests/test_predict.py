@@ -7,35 +7,12 @@ import pytest
 
 from competition import backend, data, ensemble, submission
 from competition.settings import TrainSettings
-from tests import digits
 from tests.conftest import assert_clean_failure, run_cli
 
 backend.select("tensorflow")
 
 from competition import predict as predicting  # noqa: E402
 from competition import train as training  # noqa: E402
-
-
-@pytest.fixture(scope="module")
-def tiny_run(tmp_path_factory):
-    """One trained run shared by the tests here: 2 folds x 2 seeds on 300 synthetic digits."""
-    root = tmp_path_factory.mktemp("predict")
-    workspace = root / "ws"
-    workspace.mkdir()
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("KAGGLE_MNIST_WORKSPACE", str(workspace))
-        digits.write_csvs(root / "csvs", n_train=300, n_test=40)
-        data.fetch(root / "csvs", log=lambda _: None)
-        settings = TrainSettings(folds=2, seeds=2, epochs=2, batch_size=16)
-        run_dir = training.train(settings, quiet=True)
-    return workspace, run_dir
-
-
-@pytest.fixture
-def in_run(tiny_run, monkeypatch):
-    workspace, run_dir = tiny_run
-    monkeypatch.setenv("KAGGLE_MNIST_WORKSPACE", str(workspace))
-    return workspace, run_dir
 
 
 def test_greedy_weights_prefer_the_better_component():

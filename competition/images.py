@@ -1,0 +1,131 @@
+"""`kaggle-mnist predict-images PATH...`: the ensemble on your own digit pictures.
+
+Any size, grayscale or colour, dark-on-light or light-on-dark, digit anywhere in the frame: each picture
+is brought to MNIST form the way MNIST itself was made (LeCun et al.): grayscale, background black,
+cropped to the digit, fitted in a 20x20 box keeping its aspect ratio, then placed in 28x28 so that its
+centre of mass is the centre. A model trained on MNIST expects exactly that.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from competition import storage
+from competition.errors import UserError
+from competition.runs import resolve_run
+from competition.settings import TrainSettings
+
+SUFFIXES = {".png", ".jpg", ".jpeg"}
+BOX = 20  # MNIST: the digit fits in 20x20 ...
+SIDE = 28  # ... centred by mass in 28x28
+INK = 0.2  # a pixel counts as part of the digit above 20% of the darkest-to-brightest range
+
+
+@dataclass(frozen=True)
+class Prediction:
+    path: Path
+    label: int | None = None
+    probability: float | None = None
+    error: str | None = None
+
+
+def to_mnist(image: Image.Image) -> np.ndarray:
+    """A picture of one digit as a (28, 28) uint8 MNIST digit: white ink on black, centred by mass."""
+    gray = _grayscale(image)
+    border = np.concatenate([gray[0], gray[-1], gray[:, 0], gray[:, -1]])
+    if np.median(border) > gray.mean():  # the frame is lighter than the picture: dark ink on light paper
+        gray = 255.0 - gray
+    background, brightest = (
+        np.median(np.concatenate([gray[0], gray[-1], gray[:, 0], gray[:, -1]])),
+        gray.max(),
+    )
+    if brightest - background < 32:
+        raise ValueError("no digit found: the picture is almost uniform")
+    ink = np.clip((gray - background) / (brightest - background), 0.0, 1.0)
+    ys, xs = np.nonzero(ink > INK)
+    digit = ink[ys.min() : ys.max() + 1, xs.min() : xs.max() + 1]
+
+    scale = BOX / max(digit.shape)
+    height, width = (max(1, round(n * scale)) for n in digit.shape)
+    resized = Image.fromarray((digit * 255).astype(np.uint8)).resize(
+        (width, height), Image.Resampling.LANCZOS
+    )
+    small = np.asarray(resized, dtype=np.float64)
+
+    total = small.sum()
+    rows, cols = np.indices(small.shape)
+    centre_y, centre_x = (rows * small).sum() / total, (cols * small).sum() / total
+    top = int(np.clip(round(SIDE / 2 - 0.5 - centre_y), 0, SIDE - height))
+    left = int(np.clip(round(SIDE / 2 - 0.5 - centre_x), 0, SIDE - width))
+    out = np.zeros((SIDE, SIDE), dtype=np.float64)
+    out[top : top + height, left : left + width] = small
+    return np.clip(out, 0, 255).round().astype(np.uint8)
+
+
+def image_files(paths: Iterable[Path]) -> list[Path]:
+    """Files named on the command line as they are; folders walked for PNG/JPEG files, sorted."""
+    found = []
+    for path in map(Path, paths):
+        if path.is_dir():
+            found += sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in SUFFIXES)
+        else:
+            found.append(path)
+    return found
+
+
+def predict_images(
+    paths: Iterable[Path], run: str | None = None, csv: Path | None = None, log: Callable[[str], None] = print
+) -> list[Prediction]:
+    """Predicts every picture with the run's ensemble; unreadable files get an error, the rest go on."""
+    import keras
+
+    files = image_files(paths)
+    if not files:
+        raise UserError("no PNG or JPEG files found in the paths given")
+    run_dir = resolve_run(run)
+    settings = TrainSettings.from_dict(storage.read_json(run_dir / "config.json")["settings"])
+    digits, results = [], {}
+    for path in files:
+        try:
+            with Image.open(path) as image:
+                digits.append((path, to_mnist(image)))
+        except FileNotFoundError:
+            results[path] = Prediction(path, error="no such file")
+        except (UnidentifiedImageError, OSError) as exc:
+            results[path] = Prediction(path, error=f"not a readable PNG/JPEG image ({type(exc).__name__})")
+        except ValueError as exc:
+            results[path] = Prediction(path, error=str(exc))
+    if digits:
+        batch = np.stack([d for _, d in digits])
+        probs = []
+        for fold, seed_index in settings.members:
+            model = keras.models.load_model(run_dir / "members" / f"f{fold}-s{seed_index}" / "model.keras")
+            probs.append(model.predict(batch, batch_size=1024, verbose=0))
+        mean = np.mean(probs, axis=0)
+        for (path, _), p in zip(digits, mean, strict=True):
+            results[path] = Prediction(path, int(np.argmax(p)), float(np.max(p)))
+    predictions = [results[p] for p in files]
+    if csv is not None:
+        rows = ["path,label,probability"] + [
+            f"{p.path},{p.label},{p.probability:.6f}" for p in predictions if p.error is None
+        ]
+        storage.write_text(Path(csv), "\n".join(rows) + "\n")
+    return predictions
+
+
+def _grayscale(image: Image.Image) -> np.ndarray:
+    """Luminance as float; transparent pixels become the background the visible ink stands out from."""
+    image = ImageOps.exif_transpose(image)
+    if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
+        rgba = image.convert("RGBA")
+        alpha = np.asarray(rgba.getchannel("A"), dtype=np.float64) / 255.0
+        luminance = np.asarray(rgba.convert("L"), dtype=np.float64)
+        visible = luminance[alpha > 0.5]
+        paper = 255.0 if visible.size == 0 or visible.mean() < 128 else 0.0  # dark ink: light paper
+        return luminance * alpha + paper * (1 - alpha)
+    return np.asarray(image.convert("L"), dtype=np.float64)
