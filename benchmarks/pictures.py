@@ -32,14 +32,13 @@ def write_pictures(out: Path, rows: range, seed: int = 0) -> None:
             side = 28 * scale
             width, height = side + int(rng.integers(40, 400)), side + int(rng.integers(40, 300))
             paper = tuple(int(v) for v in rng.integers(215, 256, size=3))
-            digit = Image.fromarray(255 - dataset.train_images[row]).resize(
-                (side, side), Image.Resampling.BICUBIC
-            )
-            canvas = Image.new("RGB", (width, height), paper)
-            canvas.paste(
-                digit.convert("RGB"),
-                (int(rng.integers(0, width - side)), int(rng.integers(0, height - side))),
-            )
+            ink = Image.fromarray(dataset.train_images[row]).resize((side, side), Image.Resampling.BICUBIC)
+            ink_canvas = np.zeros((height, width), dtype=np.float64)
+            top, left = int(rng.integers(0, height - side)), int(rng.integers(0, width - side))
+            ink_canvas[top : top + side, left : left + side] = np.asarray(ink, dtype=np.float64) / 255
+            # Dark ink on tinted paper: each channel is the paper's colour darkened by the ink.
+            pixels = np.array(paper, dtype=np.float64) * (1 - np.clip(ink_canvas, 0, 1))[..., None]
+            canvas = Image.fromarray(pixels.round().astype(np.uint8), "RGB")
             name = f"row{row:05d}.png"
             canvas.save(out / name)
             writer.writerow([name, int(dataset.train_labels[row])])

@@ -37,13 +37,13 @@ class Prediction:
 def to_mnist(image: Image.Image) -> np.ndarray:
     """A picture of one digit as a (28, 28) uint8 MNIST digit: white ink on black, centred by mass."""
     gray = _grayscale(image)
-    border = np.concatenate([gray[0], gray[-1], gray[:, 0], gray[:, -1]])
-    if np.median(border) > gray.mean():  # the frame is lighter than the picture: dark ink on light paper
-        gray = 255.0 - gray
-    background, brightest = (
-        np.median(np.concatenate([gray[0], gray[-1], gray[:, 0], gray[:, -1]])),
-        gray.max(),
-    )
+    background = np.median(np.concatenate([gray[0], gray[-1], gray[:, 0], gray[:, -1]]))
+    # The ink is whatever strays furthest from the paper (the frame's typical level): darker means dark
+    # ink on light paper, which MNIST stores inverted. Percentiles, so a few noisy pixels do not decide.
+    darkest, brightest = np.percentile(gray, [0.1, 99.9])
+    if background - darkest > brightest - background:
+        gray, background = 255.0 - gray, 255.0 - background
+    brightest = np.percentile(gray, 99.9)
     if brightest - background < 32:
         raise ValueError("no digit found: the picture is almost uniform")
     ink = np.clip((gray - background) / (brightest - background), 0.0, 1.0)
