@@ -163,7 +163,8 @@ def predict(
     """Average the members' test probabilities into submissions/<run-id>.csv and ./submission.csv."""
     from competition import backend as backends
 
-    backends.select(_run_backend(run))
+    if tta:  # only TTA runs the models; averaging saved probabilities needs no Keras (seconds faster)
+        backends.select(_run_backend(run))
     from competition import predict as predicting
 
     predicting.predict(run, tta=tta, weights=weights, log=typer.echo)

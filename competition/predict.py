@@ -15,6 +15,7 @@ import numpy as np
 
 from competition import data, ensemble, storage, submission
 from competition.errors import UserError
+from competition.runs import resolve_run
 from competition.settings import TrainSettings
 
 # One-pixel shifts (no flips: a flipped 6 is a 9); each adds one forward pass per member.
@@ -59,11 +60,9 @@ def predict(
     `weights="oof"`: blend the seed groups (and with `tta`, their TTA views) with weights from greedy
     ensemble selection, fitted fold by fold on the other folds' rows (`ensemble.cross_fitted_blend`).
     """
-    from competition import train as training  # imports keras: only once the backend is chosen
-
     if weights not in WEIGHTS:
         raise UserError(f"--weights must be one of {', '.join(WEIGHTS)}, not {weights!r}")
-    run_dir = training.resolve_run(run)
+    run_dir = resolve_run(run)
     settings = TrainSettings.from_dict(storage.read_json(run_dir / "config.json")["settings"])
     metrics = storage.read_json(run_dir / "metrics.json")
     labels = np.load(run_dir / "oof_labels.npy")
@@ -148,7 +147,7 @@ def _components(run_dir, settings: TrainSettings, tta: bool, log) -> dict[str, t
 
 def _tta(folder, oof_images, test_images, oof_probs, test_probs) -> tuple[np.ndarray, np.ndarray]:
     """A member's probabilities averaged over the unshifted image and its one-pixel shifts."""
-    import keras
+    import keras  # only TTA runs the models; the backend was chosen by the caller
 
     model = keras.models.load_model(folder / "model.keras")
     oof_views, test_views = [oof_probs], [test_probs]

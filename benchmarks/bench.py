@@ -1,0 +1,179 @@
+"""Speed and accuracy, measured side by side: the project's `train` + `predict` against the classic
+recipe (benchmarks/classic.py) on the same data, folds and epochs, in one run.
+
+    python benchmarks/bench.py --folds 2 --seeds 1 --epochs 2 --subset 12000
+
+Each side runs in its own process, timed from start to exit (imports, data loading, training,
+prediction, submission file), with its peak resident memory from the kernel (wait4). With --repeat N
+the sides alternate N times and the medians are kept. Prints one JSON line and appends it to
+benchmarks/results.jsonl. See benchmarks/README.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+DEFAULT_DATA = HERE.parent.parent / "shared" / "data" / "digit-recognizer.zip"
+
+
+def timed(command: list[str], cwd: Path, env: dict) -> dict:
+    """Runs a command; returns wall seconds and peak RSS (MB) of that process, or raises with its output."""
+    started = time.perf_counter()
+    proc = subprocess.Popen(command, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    output = b""
+    while True:  # read as we go: a full pipe would stall the child
+        chunk = proc.stdout.read1(65536) if hasattr(proc.stdout, "read1") else proc.stdout.read()
+        if not chunk:
+            break
+        output += chunk
+    _, status, usage = os.wait4(proc.pid, 0)
+    seconds = time.perf_counter() - started
+    code = os.waitstatus_to_exitcode(status)
+    if code != 0:
+        tail = output.decode(errors="replace").strip().splitlines()[-5:]
+        raise SystemExit(f"{' '.join(command[:4])} ... failed with exit {code}:\n" + "\n".join(tail))
+    return {"wall_s": round(seconds, 2), "peak_rss_mb": round(usage.ru_maxrss / 1024)}
+
+
+def measure_project(cli: list[str], train_args: list[str], workspace: Path, env: dict) -> dict:
+    train = timed([*cli, "train", *train_args, "--quiet", "--fresh"], workspace, env)
+    predict = timed([*cli, "predict"], workspace, env)
+    run_dir = max((workspace / "ensembles").glob("*/metrics.json"), key=lambda p: p.stat().st_mtime).parent
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    settings = json.loads((run_dir / "config.json").read_text())["settings"]
+    return {
+        "wall_s": round(train["wall_s"] + predict["wall_s"], 2),
+        "train_wall_s": train["wall_s"],
+        "predict_wall_s": predict["wall_s"],
+        "seconds_per_epoch": round(metrics["seconds_per_epoch"], 2),
+        "images_per_second_per_member": round(metrics["images_per_second_per_member"]),
+        "peak_rss_mb": max(train["peak_rss_mb"], predict["peak_rss_mb"]),
+        "cv_accuracy": round(metrics["cv_accuracy"], 5),
+        "batch_size": settings["batch_size"],
+    }
+
+
+def measure_classic(args: argparse.Namespace, workspace: Path, env: dict) -> dict:
+    out = workspace / "classic.json"
+    data_dir = workspace / "data" / "digit-recognizer"
+    options = [f"--folds={args.folds}", f"--epochs={args.epochs}", f"--subset={args.subset}", f"--out={out}"]
+    classic = timed([sys.executable, str(HERE / "classic.py"), str(data_dir), *options], workspace, env)
+    inside = json.loads(out.read_text())
+    return {
+        "wall_s": classic["wall_s"],
+        "seconds_per_epoch": round(inside["seconds_per_epoch"], 2),
+        "images_per_second_per_member": round(inside["images_per_second_per_member"]),
+        "peak_rss_mb": classic["peak_rss_mb"],
+        "cv_accuracy": round(inside["cv_accuracy"], 5),
+        "last_epoch_train_accuracy": round(inside["last_epoch_train_accuracy"], 5),
+        "members": args.folds,
+    }
+
+
+def median_of(results: list[dict]) -> dict:
+    """Each number's median over the repeats, and every repeat's wall time."""
+    summary = {key: statistics.median(r[key] for r in results) for key in results[0]}
+    summary["wall_s_each"] = [r["wall_s"] for r in results]
+    return summary
+
+
+def device_name(backend: str) -> str:
+    """The accelerator if the backend sees one, else the CPU model and core count."""
+    probe = {
+        "jax": "import jax; d=[x for x in jax.devices() if x.platform=='gpu']; print(d[0].device_kind if d else '')",
+        "torch": "import torch; print(torch.cuda.get_device_name(0) if torch.cuda.is_available() else '')",
+        "tensorflow": "import tensorflow as tf; g=tf.config.list_physical_devices('GPU'); "
+        "print(tf.config.experimental.get_device_details(g[0]).get('device_name','GPU') if g else '')",
+    }[backend]
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+    found = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, env=env
+    ).stdout.strip()
+    if found:
+        return found
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return f"{cpu}, {os.cpu_count()} cores"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help="competition zip or folder")
+    parser.add_argument("--folds", type=int, default=2)
+    parser.add_argument("--seeds", type=int, default=1)
+    parser.add_argument("--epochs", type=int, default=2)
+    parser.add_argument("--subset", type=int, default=12000)
+    parser.add_argument(
+        "--batch-size", type=int, default=0, help="project batch size (0 = its automatic choice)"
+    )
+    parser.add_argument("--backend", default="tensorflow", help="project backend")
+    parser.add_argument("--skip-classic", action="store_true", help="measure the project only")
+    parser.add_argument("--repeat", type=int, default=1, help="alternate the two sides this many times")
+    parser.add_argument("--results", type=Path, default=HERE / "results.jsonl")
+    parser.add_argument("--workspace", type=Path, help="keep runs here instead of a temporary folder")
+    args = parser.parse_args()
+    if not args.data.exists():
+        raise SystemExit(f"no data at {args.data}: pass --data with the competition zip or a folder")
+
+    workspace = args.workspace or Path(tempfile.mkdtemp(prefix="kaggle-mnist-bench-"))
+    workspace.mkdir(parents=True, exist_ok=True)
+    env = {**os.environ, "KAGGLE_MNIST_WORKSPACE": str(workspace), "TF_CPP_MIN_LOG_LEVEL": "3"}
+    cli = [sys.executable, "-m", "competition"]
+    subprocess.run(
+        [*cli, "fetch", "--from", str(args.data)], cwd=workspace, env=env, check=True, capture_output=True
+    )
+
+    recipe = {
+        "folds": args.folds,
+        "seeds": args.seeds,
+        "epochs": args.epochs,
+        "subset": args.subset,
+        "backend": args.backend,
+    }
+    train_args = [f"--{k}={v}" for k, v in recipe.items()] + [f"--batch-size={args.batch_size}"]
+    line = {
+        "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "device": device_name(args.backend),
+        "recipe": recipe,
+        "repeats": args.repeat,
+    }
+    projects, classics = [], []
+    # Alternate the two sides, so a slow spell of a shared machine hits both rather than one.
+    for _ in range(args.repeat):
+        projects.append(measure_project(cli, train_args, workspace, env))
+        if not args.skip_classic:
+            classics.append(measure_classic(args, workspace, {**env, "KERAS_BACKEND": args.backend}))
+    line["project"] = median_of(projects)
+    if classics:
+        line["classic"] = median_of(classics)
+        # The classic recipe trains one net per fold; with --seeds > 1 the project does more work.
+        line["speedup_whole_process"] = round(line["classic"]["wall_s"] / line["project"]["wall_s"], 2)
+        line["speedup_per_epoch"] = round(
+            line["classic"]["seconds_per_epoch"] / line["project"]["seconds_per_epoch"], 2
+        )
+    text = json.dumps(line)
+    print(text)
+    with open(args.results, "a") as handle:
+        handle.write(text + "\n")
+
+
+if __name__ == "__main__":
+    main()
