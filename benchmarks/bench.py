@@ -82,7 +82,11 @@ def measure_classic(args: argparse.Namespace, workspace: Path, env: dict) -> dic
 
 def median_of(results: list[dict]) -> dict:
     """Each number's median over the repeats, and every repeat's wall time."""
-    summary = {key: statistics.median(r[key] for r in results) for key in results[0]}
+    summary = {}
+    for key in results[0]:
+        values = [r[key] for r in results]
+        middle = statistics.median(values)
+        summary[key] = round(middle) if all(isinstance(v, int) for v in values) else middle
     summary["wall_s_each"] = [r["wall_s"] for r in results]
     return summary
 

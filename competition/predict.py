@@ -110,6 +110,8 @@ def predict(
         "changed_vs_mean": submission.changed_predictions(test, plain_test),
         "blend": note,
     }
+    # Beside the CSV, so `submit` records this blend's out-of-fold accuracy in the ledger.
+    storage.write_json(path.with_suffix(".json"), result)
     log(
         f"Wrote {path} and submission.csv: {result['members']} members, {note}; out-of-fold accuracy "
         f"{result['oof_accuracy']:.4%} (plain mean {plain_accuracy:.4%}); "

@@ -253,7 +253,13 @@ def _run_of(path: Path) -> tuple[str | None, float | None]:
     digest = storage.sha256_file(path)
     for candidate in sorted(paths.submissions_dir().glob("*.csv")):
         if candidate.name != "ledger.csv" and storage.sha256_file(candidate) == digest:
-            run_id = candidate.stem.removesuffix("-tta")
+            about = candidate.with_suffix(".json")  # written by predict: the blend's own OOF accuracy
+            if about.is_file():
+                facts = storage.read_json(about)
+                return facts["run_id"], float(facts["oof_accuracy"])
+            run_id = candidate.stem
+            for suffix in ("-oof-tta", "-oof", "-tta"):
+                run_id = run_id.removesuffix(suffix)
             metrics = paths.ensembles_dir() / run_id / "metrics.json"
             if metrics.is_file():
                 return run_id, float(storage.read_json(metrics)["cv_accuracy"])

@@ -117,3 +117,10 @@ def test_shift_images_moves_and_fills_black():
     image[0, 0, 0] = 255
     assert shift_images(image, 1, 0)[0, 1, 0] == 255 and shift_images(image, 1, 0)[0, 0, 0] == 0
     assert shift_images(image, 0, -1).sum() == 0  # moved out of the frame
+
+
+def test_submit_finds_the_blend_and_its_own_accuracy(in_run):
+    workspace, run_dir = in_run
+    result = predicting.predict(run_dir.name, weights="oof", log=lambda _: None)
+    run_id, accuracy = submission._run_of(workspace / "submission.csv")
+    assert run_id == run_dir.name and accuracy == pytest.approx(result["oof_accuracy"])

@@ -242,3 +242,25 @@ def test_train_errors_are_one_line(workspace, tmp_path):
     assert_clean_failure(run_cli("train", "--folds", "1", cwd=workspace), "--folds must be at least 2")
     assert_clean_failure(run_cli("train", "--backend", "theano", cwd=workspace), "--backend must be one of")
     assert_clean_failure(run_cli("train", "--batch-size", "-1", cwd=workspace), "--batch-size and --lr")
+
+
+@pytest.mark.parametrize("visible, expected", [(None, ["0", "1"]), ("2,3", ["2", "3"])])
+def test_each_worker_gets_its_own_gpu(tiny_data, monkeypatch, tmp_path, visible, expected):
+    fake_python = tmp_path / "python"
+    record = tmp_path / "seen"
+    # Records the GPU it was given and the members it was asked for, then exits as a worker would.
+    fake_python.write_text(f'#!/bin/sh\necho "$CUDA_VISIBLE_DEVICES $4 $5" >> {record}\n')
+    fake_python.chmod(0o755)
+    monkeypatch.setattr(training.sys, "executable", str(fake_python))
+    if visible is None:
+        monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    else:
+        monkeypatch.setenv("CUDA_VISIBLE_DEVICES", visible)
+    run_dir = tiny_data / "ensembles" / "fake-run"
+    run_dir.mkdir(parents=True)
+    settings = TrainSettings(**{**TINY, "folds": 2, "seeds": 2}).resolved(gpu=True)
+    with training.RunProgress(10, quiet=True) as progress:
+        training._train_in_workers(run_dir, settings, settings.members, 2, ["gpu0", "gpu1"], 1, progress)
+    seen = sorted(record.read_text().split("\n")[:-1])
+    # Members alternate over the workers: f0-s0 and f0-s1 on the first GPU, f1-s0 and f1-s1 on the second.
+    assert seen == [f"{expected[0]} f0-s0 f0-s1", f"{expected[1]} f1-s0 f1-s1"]
