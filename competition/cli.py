@@ -357,6 +357,11 @@ def _run_backend(run: str | None) -> str:
     return "tensorflow"
 
 
+def _interrupted() -> None:
+    typer.echo("interrupted: run the same command again to continue where it stopped", err=True)
+    sys.exit(130)
+
+
 def main() -> None:
     try:
         app()
@@ -364,8 +369,11 @@ def main() -> None:
         typer.echo(f"error: {exc.message}", err=True)
         sys.exit(exc.exit_code)
     except KeyboardInterrupt:
-        typer.echo("interrupted: run the same command again to continue where it stopped", err=True)
-        sys.exit(130)
+        _interrupted()
+    except SystemExit as exc:
+        if exc.code == 130:  # Typer turns Ctrl-C into a silent exit 130
+            _interrupted()
+        raise
     except Exception as exc:  # a bug: still one line, but say it is ours and how to report it
         typer.echo(
             f"error: unexpected {type(exc).__name__}: {exc} (this is a bug in kaggle-mnist; please report it "

@@ -236,6 +236,36 @@ def test_kill_9_after_the_first_member_keeps_it(tiny_data):
     assert "member 1/3" not in rerun.stdout  # the finished member was not trained again
 
 
+def test_ctrl_c_says_how_to_continue(tiny_data):
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "TF_CPP_MIN_LOG_LEVEL": "3"}
+    args = [sys.executable, "-m", "competition", "train", "--folds", "2", "--seeds", "1", "--epochs", "3"]
+    args += ["--batch-size", "32", "--subset", "300", "--quiet"]
+    proc = subprocess.Popen(
+        args,
+        cwd=tiny_data,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        # A shell's background jobs ignore SIGINT, and children inherit that: give this one the default.
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
+    deadline = time.time() + 180
+    while time.time() < deadline and not list((tiny_data / "ensembles").glob("*/members/f0-s0/history.csv")):
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, out + err
+    assert (
+        err.strip().splitlines()[-1] == "interrupted: run the same command again to continue where it stopped"
+    )
+    assert "Traceback" not in out + err
+    rerun = subprocess.run(args, cwd=tiny_data, env=env, capture_output=True, text=True, timeout=300)
+    assert rerun.returncode == 0 and "Continuing the unfinished run" in rerun.stdout, (
+        rerun.stdout + rerun.stderr
+    )
+
+
 def test_train_errors_are_one_line(workspace, tmp_path):
     assert_clean_failure(run_cli("train", "--folds", "2", cwd=workspace), "kaggle-mnist fetch")
     assert_clean_failure(run_cli("train", "--arch", "resnet", cwd=workspace), "--arch must be one of")
