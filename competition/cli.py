@@ -101,7 +101,8 @@ def train(
     early_stopping: Annotated[
         int,
         typer.Option(
-            help="Stop a member after this many epochs without better validation accuracy (0 = off)."
+            help="Stop a member after this many epochs without better validation accuracy and keep its "
+            "best weights (0 = off; on, the CV accuracy is slightly optimistic: the fold chose the weights)."
         ),
     ] = 0,
     augment: Annotated[bool, typer.Option(help="Random rotation, zoom and shift while training.")] = True,
