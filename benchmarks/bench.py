@@ -30,12 +30,7 @@ def timed(command: list[str], cwd: Path, env: dict) -> dict:
     """Runs a command; returns wall seconds and peak RSS (MB) of that process, or raises with its output."""
     started = time.perf_counter()
     proc = subprocess.Popen(command, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    output = b""
-    while True:  # read as we go: a full pipe would stall the child
-        chunk = proc.stdout.read1(65536) if hasattr(proc.stdout, "read1") else proc.stdout.read()
-        if not chunk:
-            break
-        output += chunk
+    output = proc.stdout.read()  # to the end, so a full pipe never stalls the child
     _, status, usage = os.wait4(proc.pid, 0)
     seconds = time.perf_counter() - started
     code = os.waitstatus_to_exitcode(status)

@@ -23,6 +23,17 @@ WORKERS_HELP = (
     "helps with many cores)."
 )
 
+# Options that several commands share, declared once.
+RunArgument = Annotated[
+    str | None, typer.Argument(help="Run id in ensembles/ (default: the latest finished run).")
+]
+QuietOption = Annotated[
+    bool, typer.Option("--quiet", help="Plain log lines instead of the live progress bar.")
+]
+WorkersOption = Annotated[int, typer.Option(help=WORKERS_HELP)]
+BatchSizeOption = Annotated[int, typer.Option(help=BATCH_HELP)]
+WeightsOption = Annotated[str, typer.Option(help=WEIGHTS_HELP)]
+
 app = typer.Typer(
     name="kaggle-mnist",
     help="Top honest scores on Kaggle's digit-recognizer: fetch the data, train a k-fold ensemble of "
@@ -89,7 +100,7 @@ def train(
         int, typer.Option(help="Differently seeded models per fold (members = folds x seeds).")
     ] = DEFAULTS.seeds,
     epochs: Annotated[int, typer.Option(help="Epochs per member.")] = DEFAULTS.epochs,
-    batch_size: Annotated[int, typer.Option(help=BATCH_HELP)] = DEFAULTS.batch_size,
+    batch_size: BatchSizeOption = DEFAULTS.batch_size,
     arch: Annotated[
         str, typer.Option(help="Network: bncnn (the recipe), lenet or mlp (tutorial baselines).")
     ] = "bncnn",
@@ -114,14 +125,12 @@ def train(
     precision: Annotated[
         str, typer.Option(help="auto (mixed float16 on GPU, float32 on CPU), float32 or mixed.")
     ] = "auto",
-    workers: Annotated[int, typer.Option(help=WORKERS_HELP)] = 0,
+    workers: WorkersOption = 0,
     fresh: Annotated[
         bool,
         typer.Option("--fresh", help="Start a new run even if this one was trained or interrupted before."),
     ] = False,
-    quiet: Annotated[
-        bool, typer.Option("--quiet", help="Plain log lines instead of the live progress bar.")
-    ] = False,
+    quiet: QuietOption = False,
 ) -> None:
     """Train the k-fold ensemble into ensembles/<run-id>/.
 
@@ -153,13 +162,11 @@ def train(
 
 @app.command()
 def predict(
-    run: Annotated[
-        str | None, typer.Argument(help="Run id in ensembles/ (default: the latest finished run).")
-    ] = None,
+    run: RunArgument = None,
     tta: Annotated[
         bool, typer.Option("--tta", help="Also average over one-pixel shifts of every image.")
     ] = False,
-    weights: Annotated[str, typer.Option(help=WEIGHTS_HELP)] = "mean",
+    weights: WeightsOption = "mean",
 ) -> None:
     """Average the members' test probabilities into submissions/<run-id>.csv and ./submission.csv."""
     from competition import backend as backends
@@ -173,9 +180,7 @@ def predict(
 
 @app.command()
 def evaluate(
-    run: Annotated[
-        str | None, typer.Argument(help="Run id in ensembles/ (default: the latest finished run).")
-    ] = None,
+    run: RunArgument = None,
     as_json: Annotated[bool, typer.Option("--json", help="One JSON object instead of tables.")] = False,
 ) -> None:
     """Out-of-fold accuracy of the ensemble and each member, per-digit precision/recall, confusion matrix."""
@@ -196,9 +201,7 @@ def evaluate(
 
 @app.command()
 def report(
-    run: Annotated[
-        str | None, typer.Argument(help="Run id in ensembles/ (default: the latest finished run).")
-    ] = None,
+    run: RunArgument = None,
 ) -> None:
     """Pictures of a run in ensembles/<run-id>/report/: confusion matrix, confidently wrong digits,
     learning curves, augmentation preview, members against the ensemble, and report.md."""
@@ -295,7 +298,7 @@ def run_all(
     folds: Annotated[int, typer.Option(help="Stratified k-fold splits.")] = DEFAULTS.folds,
     seeds: Annotated[int, typer.Option(help="Seeded models per fold.")] = DEFAULTS.seeds,
     epochs: Annotated[int, typer.Option(help="Epochs per member.")] = DEFAULTS.epochs,
-    batch_size: Annotated[int, typer.Option(help=BATCH_HELP)] = DEFAULTS.batch_size,
+    batch_size: BatchSizeOption = DEFAULTS.batch_size,
     arch: Annotated[str, typer.Option(help="Network: bncnn, lenet or mlp.")] = DEFAULTS.arch,
     subset: Annotated[int, typer.Option(help="Train on the first N rows only (0 = all).")] = 0,
     backend: Annotated[str, typer.Option(help="Keras backend: tensorflow, jax or torch.")] = DEFAULTS.backend,
@@ -303,15 +306,13 @@ def run_all(
         Path | None, typer.Option("--from", help="Local copy of the data instead of the API.")
     ] = None,
     tta: Annotated[bool, typer.Option("--tta", help="Test-time augmentation in predict.")] = False,
-    weights: Annotated[str, typer.Option(help=WEIGHTS_HELP)] = "mean",
+    weights: WeightsOption = "mean",
     do_submit: Annotated[
         bool, typer.Option("--submit", help="Submit the result and wait for its score.")
     ] = False,
     message: Annotated[str | None, typer.Option("--message", help="Submission description.")] = None,
-    workers: Annotated[int, typer.Option(help=WORKERS_HELP)] = 0,
-    quiet: Annotated[
-        bool, typer.Option("--quiet", help="Plain log lines instead of the live progress bar.")
-    ] = False,
+    workers: WorkersOption = 0,
+    quiet: QuietOption = False,
 ) -> None:
     """Fetch, train, predict and (with --submit) submit: the whole job in one command."""
     from competition import backend as backends
