@@ -216,6 +216,8 @@ def show_submissions(log=print) -> pd.DataFrame:
     from competition import kaggle_api
 
     ledger = read_ledger()
+    if ledger.empty:  # nothing to match: no need for credentials or the network
+        return ledger
     by_ref = {_ref(s): s for s in kaggle_api.submissions()}
     for index, row in ledger.iterrows():
         remote = by_ref.get(row["ref"])

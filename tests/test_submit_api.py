@@ -109,3 +109,9 @@ def test_submit_api_errors(workspace, tmp_path, kaggle, status, needle):
 def test_submit_without_a_file(workspace, tmp_path, kaggle):
     result = run_cli("submit", cwd=workspace, env=kaggle_env(tmp_path, kaggle.proxy))
     assert_clean_failure(result, "does not exist")
+
+
+def test_submissions_with_an_empty_ledger_needs_no_credentials(workspace):
+    shown = run_cli("submissions", cwd=workspace)
+    assert shown.returncode == 0, shown.output
+    assert "No submissions recorded yet" in shown.stdout
