@@ -130,6 +130,7 @@ def _train_in_workers(run_dir, settings, todo, workers, gpus, steps_per_epoch, p
     logs = run_dir / "logs"
     logs.mkdir(exist_ok=True)
     visible = [d for d in os.environ.get("CUDA_VISIBLE_DEVICES", "").split(",") if d.strip()]
+    devices = visible or [str(i) for i in range(len(gpus))]  # more workers than GPUs share them in turn
     started = {m: _epochs_logged(_member_dir(run_dir, *m)) for m in todo}
     procs = []
     try:
@@ -137,7 +138,7 @@ def _train_in_workers(run_dir, settings, todo, workers, gpus, steps_per_epoch, p
             share = todo[w::workers]
             env = {**os.environ, "KAGGLE_MNIST_WORKSPACE": str(paths.workspace())}
             if gpus:
-                env["CUDA_VISIBLE_DEVICES"] = visible[w] if w < len(visible) else str(w)
+                env["CUDA_VISIBLE_DEVICES"] = devices[w % len(devices)]
             log_path = logs / f"worker-{w}.log"
             with open(log_path, "ab") as log:
                 command = [sys.executable, "-m", "competition.worker", str(run_dir)]
