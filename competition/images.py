@@ -82,7 +82,7 @@ def predict_images(
     paths: Iterable[Path], run: str | None = None, csv: Path | None = None, log: Callable[[str], None] = print
 ) -> list[Prediction]:
     """Predicts every picture with the run's ensemble; unreadable files get an error, the rest go on."""
-    import keras
+    from competition.model import load as load_model
 
     files = image_files(paths)
     if not files:
@@ -104,7 +104,7 @@ def predict_images(
         batch = np.stack([d for _, d in digits])
         probs = []
         for fold, seed_index in settings.members:
-            model = keras.models.load_model(run_dir / "members" / f"f{fold}-s{seed_index}" / "model.keras")
+            model = load_model(run_dir / "members" / f"f{fold}-s{seed_index}" / "model.keras")
             probs.append(model.predict(batch, batch_size=1024, verbose=0))
         mean = np.mean(probs, axis=0)
         for (path, _), p in zip(digits, mean, strict=True):

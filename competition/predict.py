@@ -149,9 +149,10 @@ def _components(run_dir, settings: TrainSettings, tta: bool, log) -> dict[str, t
 
 def _tta(folder, oof_images, test_images, oof_probs, test_probs) -> tuple[np.ndarray, np.ndarray]:
     """A member's probabilities averaged over the unshifted image and its one-pixel shifts."""
-    import keras  # only TTA runs the models; the backend was chosen by the caller
+    # Only TTA runs the models; the backend was chosen by the caller.
+    from competition.model import load as load_model
 
-    model = keras.models.load_model(folder / "model.keras")
+    model = load_model(folder / "model.keras")
     oof_views, test_views = [oof_probs], [test_probs]
     for dy, dx in TTA_SHIFTS:
         oof_views.append(model.predict(shift_images(oof_images, dy, dx), batch_size=1024, verbose=0))

@@ -1,0 +1,114 @@
+"""The network's own layers: the one-warp augmentation and the fused batch norm."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from competition import backend
+
+backend.select("tensorflow")
+
+import keras  # noqa: E402
+from keras import layers  # noqa: E402
+
+from competition.model import BatchNorm, RandomAffine, build_model, load  # noqa: E402
+
+
+def blob(size: int = 28) -> np.ndarray:
+    """A bright square off the centre of a black 28x28 image, as a (1, 28, 28, 1) float batch."""
+    image = np.zeros((1, size, size, 1), dtype=np.float32)
+    image[0, 6:12, 16:22, 0] = 1.0
+    return image
+
+
+def test_augmentation_is_inert_at_predict_time_and_exact_without_ranges():
+    images = np.random.default_rng(0).random((4, 28, 28, 1)).astype(np.float32)
+    layer = RandomAffine(10.0, 0.1, 0.1, seed=1)
+    np.testing.assert_array_equal(keras.ops.convert_to_numpy(layer(images, training=False)), images)
+    still = RandomAffine(0.0, 0.0, 0.0, seed=1)
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(still(images, training=True)), images, atol=1e-6)
+
+
+def test_augmentation_moves_digits_within_its_ranges():
+    """Shift only: the blob's centre moves by at most 10% of the side, and differently per image."""
+    images = np.repeat(blob(), 64, axis=0)
+    moved = keras.ops.convert_to_numpy(RandomAffine(0.0, 0.0, 0.1, seed=3)(images, training=True))
+    ys, xs = np.mgrid[:28, :28]
+    mass = moved[..., 0].sum(axis=(1, 2))
+    centre_y = (moved[..., 0] * ys).sum(axis=(1, 2)) / mass
+    centre_x = (moved[..., 0] * xs).sum(axis=(1, 2)) / mass
+    dy, dx = centre_y - 8.5, centre_x - 18.5
+    assert np.all(np.abs(dy) <= 2.8 + 0.05) and np.all(np.abs(dx) <= 2.8 + 0.05)
+    assert np.std(dx) > 0.8 and np.std(dy) > 0.8  # uniform on +-2.8 px has std 1.6
+    np.testing.assert_allclose(mass, 36.0, rtol=0.02)  # a shift keeps the ink (nothing left the frame)
+
+
+def test_augmentation_rotates_about_the_centre_and_zooms():
+    """Rotation only: the blob's distance from the centre is kept. Zoom only: its area scales."""
+    images = np.repeat(blob(), 64, axis=0)
+    ys, xs = np.mgrid[:28, :28]
+    turned = keras.ops.convert_to_numpy(RandomAffine(10.0, 0.0, 0.0, seed=4)(images, training=True))[..., 0]
+    mass = turned.sum(axis=(1, 2))
+    cy, cx = (turned * ys).sum(axis=(1, 2)) / mass, (turned * xs).sum(axis=(1, 2)) / mass
+    radius = np.hypot(cy - 13.5, cx - 13.5)
+    np.testing.assert_allclose(radius, np.hypot(8.5 - 13.5, 18.5 - 13.5), atol=0.15)
+    zoomed = keras.ops.convert_to_numpy(RandomAffine(0.0, 0.1, 0.0, seed=5)(images, training=True))[..., 0]
+    area = zoomed.sum(axis=(1, 2))
+    # The output samples the input at zoom x the distance: the blob's area scales by 1/(zy * zx).
+    assert area.min() >= 36 / 1.1**2 - 0.5 and area.max() <= 36 / 0.9**2 + 0.5 and np.std(area) > 1
+
+
+def test_augmentation_is_a_function_of_its_seed_state():
+    images = np.repeat(blob(), 8, axis=0)
+    a, b = RandomAffine(seed=7), RandomAffine(seed=7)
+    first = keras.ops.convert_to_numpy(a(images, training=True))
+    np.testing.assert_array_equal(first, keras.ops.convert_to_numpy(b(images, training=True)))
+    assert not np.array_equal(first, keras.ops.convert_to_numpy(a(images, training=True)))
+    state = [v for v in a.non_trainable_variables if v.path.endswith("seed_generator_state")]
+    assert len(state) == 1  # what resume.EpochSeeds reseeds every epoch
+
+
+@pytest.mark.parametrize("policy", ["float32", "mixed_bfloat16"])
+def test_fused_batch_norm_matches_keras(policy):
+    """Same outputs and the same moving statistics as Keras' BatchNormalization, in training and at
+    predict time (the moving variance differs by the n/(n-1) Bessel factor of the fused kernel)."""
+    keras.mixed_precision.set_global_policy(policy)
+    try:
+        rng = np.random.default_rng(0)
+        x = (rng.normal(size=(16, 6, 6, 8)) * 3 + 1).astype(np.float32)
+        ours, theirs = BatchNorm(momentum=0.9), layers.BatchNormalization(momentum=0.9)
+        ours.build(x.shape)
+        theirs.build(x.shape)
+        gamma, beta = rng.normal(size=8).astype(np.float32), rng.normal(size=8).astype(np.float32)
+        for layer in (ours, theirs):
+            layer.gamma.assign(gamma)
+            layer.beta.assign(beta)
+        tolerance = 1e-4 if policy == "float32" else 3e-2
+        for _ in range(3):
+            a = keras.ops.convert_to_numpy(keras.ops.cast(ours(x, training=True), "float32"))
+            b = keras.ops.convert_to_numpy(keras.ops.cast(theirs(x, training=True), "float32"))
+            np.testing.assert_allclose(a, b, atol=tolerance)
+        n = 16 * 6 * 6
+        np.testing.assert_allclose(ours.moving_mean.numpy(), theirs.moving_mean.numpy(), atol=1e-2)
+        # After 3 updates of 0.1: the moving variance holds 1 - 0.9**3 of the batch variance.
+        share = 1 - 0.9**3
+        expected = theirs.moving_variance.numpy() + share * x.var(axis=(0, 1, 2)) * (n / (n - 1) - 1)
+        np.testing.assert_allclose(ours.moving_variance.numpy(), expected, rtol=2e-2)
+        ours.moving_variance.assign(theirs.moving_variance)
+        a = keras.ops.convert_to_numpy(keras.ops.cast(ours(x, training=False), "float32"))
+        b = keras.ops.convert_to_numpy(keras.ops.cast(theirs(x, training=False), "float32"))
+        np.testing.assert_allclose(a, b, atol=tolerance)
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+
+
+def test_a_saved_model_loads_with_its_layers(tmp_path):
+    keras.utils.set_random_seed(0)
+    model = build_model("bncnn")
+    images = np.random.default_rng(1).integers(0, 256, size=(5, 28, 28), dtype=np.uint8)
+    before = model.predict(images, verbose=0)
+    model.save(tmp_path / "model.keras")
+    again = load(tmp_path / "model.keras")
+    assert {type(layer).__name__ for layer in again.layers} >= {"RandomAffine", "BatchNorm"}
+    np.testing.assert_allclose(again.predict(images, verbose=0), before, atol=1e-6)
