@@ -40,6 +40,16 @@ def timed(command: list[str], cwd: Path, env: dict) -> dict:
     return {"wall_s": round(seconds, 2), "peak_rss_mb": round(usage.ru_maxrss / 1024)}
 
 
+def checkout(rev: str, into: Path) -> Path:
+    """The project's code at an earlier commit, for a side-by-side run of "before" and "after"."""
+    into.mkdir(parents=True, exist_ok=True)
+    archive = subprocess.run(
+        ["git", "archive", rev, "competition"], cwd=HERE.parent, capture_output=True, check=True
+    )
+    subprocess.run(["tar", "-x", "-C", str(into)], input=archive.stdout, check=True)
+    return into
+
+
 def measure_project(cli: list[str], train_args: list[str], workspace: Path, env: dict) -> dict:
     train = timed([*cli, "train", *train_args, "--quiet", "--fresh"], workspace, env)
     predict = timed([*cli, "predict"], workspace, env)
@@ -55,6 +65,7 @@ def measure_project(cli: list[str], train_args: list[str], workspace: Path, env:
         "peak_rss_mb": max(train["peak_rss_mb"], predict["peak_rss_mb"]),
         "cv_accuracy": round(metrics["cv_accuracy"], 5),
         "batch_size": settings["batch_size"],
+        "precision": settings.get("precision", "auto"),
     }
 
 
@@ -80,9 +91,13 @@ def median_of(results: list[dict]) -> dict:
     summary = {}
     for key in results[0]:
         values = [r[key] for r in results]
+        if isinstance(values[0], str):
+            summary[key] = values[0]
+            continue
         middle = statistics.median(values)
         summary[key] = round(middle) if all(isinstance(v, int) for v in values) else middle
     summary["wall_s_each"] = [r["wall_s"] for r in results]
+    summary["images_per_second_each"] = [r["images_per_second_per_member"] for r in results]
     return summary
 
 
@@ -125,6 +140,11 @@ def main() -> None:
     )
     parser.add_argument("--backend", default="tensorflow", help="project backend")
     parser.add_argument("--skip-classic", action="store_true", help="measure the project only")
+    parser.add_argument(
+        "--baseline",
+        metavar="REV",
+        help="also measure the project as it was at this git commit (a third side, alternated too)",
+    )
     parser.add_argument("--repeat", type=int, default=1, help="alternate the two sides this many times")
     parser.add_argument("--results", type=Path, default=HERE / "results.jsonl")
     parser.add_argument("--workspace", type=Path, help="keep runs here instead of a temporary folder")
@@ -154,19 +174,42 @@ def main() -> None:
         "recipe": recipe,
         "repeats": args.repeat,
     }
-    projects, classics = [], []
-    # Alternate the two sides, so a slow spell of a shared machine hits both rather than one.
+    projects, baselines, classics = [], [], []
+    if args.baseline:
+        code = checkout(args.baseline, workspace / "baseline-code")
+        line["baseline_commit"] = subprocess.run(
+            ["git", "rev-parse", args.baseline], cwd=HERE.parent, capture_output=True, text=True
+        ).stdout.strip()
+        # PYTHONPATH goes before the installed (editable) package, so `-m competition` runs the old code.
+        baseline_env = {**env, "PYTHONPATH": str(code)}
+    # Alternate the sides, so a slow spell of a shared machine hits each rather than one.
     for _ in range(args.repeat):
         projects.append(measure_project(cli, train_args, workspace, env))
+        if args.baseline:
+            baselines.append(measure_project(cli, train_args, workspace, baseline_env))
         if not args.skip_classic:
             classics.append(measure_classic(args, workspace, {**env, "KERAS_BACKEND": args.backend}))
     line["project"] = median_of(projects)
+    if baselines:
+        line["baseline"] = median_of(baselines)
+        line["speedup_vs_baseline_per_member"] = round(
+            line["project"]["images_per_second_per_member"]
+            / line["baseline"]["images_per_second_per_member"],
+            2,
+        )
+        line["speedup_vs_baseline_whole_process"] = round(
+            line["baseline"]["wall_s"] / line["project"]["wall_s"], 2
+        )
     if classics:
         line["classic"] = median_of(classics)
         # The classic recipe trains one net per fold; with --seeds > 1 the project does more work.
         line["speedup_whole_process"] = round(line["classic"]["wall_s"] / line["project"]["wall_s"], 2)
         line["speedup_per_epoch"] = round(
             line["classic"]["seconds_per_epoch"] / line["project"]["seconds_per_epoch"], 2
+        )
+        line["speedup_per_member_images_per_second"] = round(
+            line["project"]["images_per_second_per_member"] / line["classic"]["images_per_second_per_member"],
+            2,
         )
     text = json.dumps(line)
     print(text)

@@ -79,6 +79,21 @@ def gpus() -> list[str]:
     return []
 
 
+def cpu_bfloat16() -> bool:
+    """Whether this CPU computes bfloat16 natively (AVX512_BF16, or AMX on recent Xeons), so that
+    oneDNN runs bfloat16 convolutions faster than float32 ones; on other CPUs bfloat16 is emulated and
+    slower."""
+    try:
+        with open("/proc/cpuinfo") as cpuinfo:
+            for line in cpuinfo:
+                if line.startswith("flags"):
+                    flags = set(line.split(":", 1)[1].split())
+                    return bool(flags & {"avx512_bf16", "amx_bf16"})
+    except OSError:
+        pass
+    return False
+
+
 def make_deterministic() -> None:
     """Same seed, same numbers, on CPU. (On GPU some kernels are nondeterministic by design.)"""
     import keras

@@ -33,6 +33,23 @@ QuietOption = Annotated[
 WorkersOption = Annotated[int, typer.Option(help=WORKERS_HELP)]
 BatchSizeOption = Annotated[int, typer.Option(help=BATCH_HELP)]
 WeightsOption = Annotated[str, typer.Option(help=WEIGHTS_HELP)]
+PrecisionOption = Annotated[
+    str,
+    typer.Option(
+        help="auto (mixed float16 on a GPU; mixed bfloat16 on a CPU with AVX512_BF16 or AMX, float32 on "
+        "other CPUs), float32, mixed (float16) or bfloat16."
+    ),
+]
+EpochValidationOption = Annotated[
+    bool | None,
+    typer.Option(
+        "--epoch-validation/--no-epoch-validation",
+        help="Score the validation fold after every epoch (learning curves in `report`). Default: on a "
+        "GPU yes, on a CPU no (a fifth of each epoch); always on with --schedule plateau or "
+        "--early-stopping. The CV accuracy is the same either way.",
+        show_default=False,
+    ),
+]
 
 app = typer.Typer(
     name="kaggle-mnist",
@@ -122,10 +139,17 @@ def train(
     ] = 0,
     seed: Annotated[int, typer.Option(help="Base seed of every member.")] = 0,
     backend: Annotated[str, typer.Option(help="Keras backend: tensorflow, jax or torch.")] = "tensorflow",
-    precision: Annotated[
-        str, typer.Option(help="auto (mixed float16 on GPU, float32 on CPU), float32 or mixed.")
-    ] = "auto",
+    precision: PrecisionOption = DEFAULTS.precision,
+    epoch_validation: EpochValidationOption = DEFAULTS.epoch_validation,
     workers: WorkersOption = 0,
+    members: Annotated[
+        str | None,
+        typer.Option(
+            help="Train only these members, comma-separated (f0-s0 is fold 0, seed 0), e.g. to split a "
+            "run over machines or to study one fold; the run is scored when its last member is trained.",
+            show_default=False,
+        ),
+    ] = None,
     fresh: Annotated[
         bool,
         typer.Option("--fresh", help="Start a new run even if this one was trained or interrupted before."),
@@ -153,11 +177,13 @@ def train(
         seed=seed,
         backend=backend,
         precision=precision,
+        epoch_validation=epoch_validation,
     )
     backends.select(backend)
     from competition import train as training
 
-    training.train(settings, fresh=fresh, quiet=quiet, workers=workers)
+    only = [name.strip() for name in members.split(",") if name.strip()] if members else None
+    training.train(settings, fresh=fresh, quiet=quiet, workers=workers, only=only)
 
 
 @app.command()
@@ -302,6 +328,7 @@ def run_all(
     arch: Annotated[str, typer.Option(help="Network: bncnn, lenet or mlp.")] = DEFAULTS.arch,
     subset: Annotated[int, typer.Option(help="Train on the first N rows only (0 = all).")] = 0,
     backend: Annotated[str, typer.Option(help="Keras backend: tensorflow, jax or torch.")] = DEFAULTS.backend,
+    precision: PrecisionOption = DEFAULTS.precision,
     source: Annotated[
         Path | None, typer.Option("--from", help="Local copy of the data instead of the API.")
     ] = None,
@@ -326,6 +353,7 @@ def run_all(
         batch_size=batch_size,
         subset=subset,
         backend=backend,
+        precision=precision,
     )
     data.fetch(source=source, log=typer.echo)
     backends.select(backend)

@@ -90,9 +90,10 @@ class _MemberProgress(keras.callbacks.Callback):
         logs = logs or {}
         if self.run.progress is not None:
             self.run.progress.update(self.run.task, advance=self.batches % 5)
+        validation = f" val_acc {logs['val_accuracy']:.4f}" if "val_accuracy" in logs else ""
         line = (
             f"{self.label} epoch {epoch + 1}/{self.epochs}: loss {logs.get('loss', 0):.4f} "
-            f"acc {logs.get('accuracy', 0):.4f} val_acc {logs.get('val_accuracy', 0):.4f} ({seconds:.0f} s)"
+            f"acc {logs.get('accuracy', 0):.4f}{validation} ({seconds:.0f} s)"
         )
         if self.run.quiet:
             self.run.log(line)

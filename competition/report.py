@@ -118,14 +118,21 @@ def learning_curves_figure(run_dir: Path, members: list[dict]) -> Figure:
         epochs = [h["epoch"] + 1 for h in history]
         last_epoch = max(last_epoch, epochs[-1])
         style = {"color": color, "linewidth": 1, "marker": "o", "markersize": 2.5}
-        loss_ax.plot(epochs, [h["loss"] for h in history], "--", **style)
-        loss_ax.plot(epochs, [h["val_loss"] for h in history], "-", label=member["name"], **style)
+        # Keras' CSVLogger writes NA in the val_ columns when the fold was not scored each epoch
+        # (--no-epoch-validation, the CPU default).
+        validated = all(np.isfinite(float(h.get("val_accuracy", np.nan))) for h in history)
+        loss_ax.plot(epochs, [h["loss"] for h in history], "--", label=member["name"], **style)
         acc_ax.plot(epochs, [h["accuracy"] for h in history], "--", **style)
-        acc_ax.plot(epochs, [h["val_accuracy"] for h in history], "-", **style)
+        if validated:
+            loss_ax.plot(epochs, [h["val_loss"] for h in history], "-", **style)
+            acc_ax.plot(epochs, [h["val_accuracy"] for h in history], "-", **style)
+        else:  # the fold is still scored once, after the last epoch
+            acc_ax.plot([epochs[-1]], [member["val_accuracy"]], "*", color=color, markersize=8)
         lr_ax.plot(epochs, [h.get("learning_rate", np.nan) for h in history], "-", **style)
         # Zoom on where the curves end up: the first epochs' low accuracy would flatten the rest.
         late = history[len(history) // 3 :]
-        lowest = min(lowest, *(min(h["val_accuracy"], h["accuracy"]) for h in late))
+        scores = [h["accuracy"] for h in late] + ([h["val_accuracy"] for h in late] if validated else [])
+        lowest = min(lowest, member["val_accuracy"], *scores)
     loss_ax.set(title="Loss", xlabel="epoch", yscale="log")
     acc_ax.set(title="Accuracy", xlabel="epoch", ylim=(max(0.0, lowest - 0.01), 1.0))
     lr_ax.set(title="Learning rate", xlabel="epoch", yscale="log")
@@ -135,23 +142,26 @@ def learning_curves_figure(run_dir: Path, members: list[dict]) -> Figure:
         ax.set_xlim(0.5, last_epoch + 0.5)
     if len(members) <= 15:
         loss_ax.legend(fontsize=7, ncol=2)
-    figure.suptitle("Learning curves per member (dashed: training, solid: validation fold)")
+    figure.suptitle(
+        "Learning curves per member (dashed: training; solid: validation fold after each epoch, "
+        "star: after the last, where --epoch-validation was off)"
+    )
     return figure
 
 
 def augmentation_figure(
     images: np.ndarray, labels: np.ndarray, settings: TrainSettings, copies: int = 6
 ) -> Figure:
-    """One digit of each class beside copies passed through the run's own augmentation layers."""
+    """One digit of each class beside copies passed through the augmentation layer with the run's settings."""
     import keras
 
-    from competition.model import augmentation
+    from competition.model import RandomAffine
 
     rows = [int(np.flatnonzero(labels == d)[0]) for d in range(10) if np.any(labels == d)]
     originals = images[rows]
     if settings.augment:
-        layers = augmentation(settings.rotation_degrees, settings.zoom, settings.shift)
         keras.utils.set_random_seed(settings.seed)
+        layers = RandomAffine(settings.rotation_degrees, settings.zoom, settings.shift)
         batch = keras.ops.cast(originals[..., None], "float32")
         augmented = [keras.ops.convert_to_numpy(layers(batch, training=True))[..., 0] for _ in range(copies)]
     else:

@@ -28,6 +28,7 @@ from sklearn.model_selection import StratifiedKFold
 from competition import backend, data, ensemble, paths, storage
 from competition.errors import UserError
 from competition.model import ARCHITECTURES, build_model
+from competition.model import load as load_model
 from competition.progress import RunProgress, console, results_table
 from competition.resume import EpochBatches, EpochSeeds, ExactBackup
 from competition.runs import latest_run, resolve_run  # noqa: F401 - part of this module's surface
@@ -40,18 +41,27 @@ PREDICT_BATCH = 1024  # inference has no gradients to hold: big batches are free
 # Public surface
 
 
-def train(settings: TrainSettings, fresh: bool = False, quiet: bool = False, workers: int = 0) -> Path:
+def train(
+    settings: TrainSettings,
+    fresh: bool = False,
+    quiet: bool = False,
+    workers: int = 0,
+    only: list[str] | None = None,
+) -> Path:
     """Trains (or continues) the run for `settings`; returns its folder.
 
     `workers`: processes training members side by side; 0 = one per visible GPU (1 without a GPU).
+    `only`: train just these members (names like "f0-s1"); the run is finished, and its CV scored, by
+    the call that trains its last member. For splitting a run over machines, or measuring one fold.
     """
     if settings.arch not in ARCHITECTURES:
         raise UserError(f"--arch must be one of {', '.join(ARCHITECTURES)}, not {settings.arch!r}")
     if workers < 0:
         raise UserError("--workers must be 0 (one per visible GPU) or a positive number")
     dataset = data.load()
-    gpus = _configure_device(settings)
-    settings = settings.resolved(gpu=bool(gpus))
+    gpus = backend.gpus()
+    settings = settings.resolved(gpu=bool(gpus), cpu_bfloat16=backend.cpu_bfloat16())
+    _configure_device(settings, gpus)
     images, labels = _training_rows(dataset, settings)
     _check_enough_rows(labels, settings.folds)
     identity = {
@@ -60,6 +70,12 @@ def train(settings: TrainSettings, fresh: bool = False, quiet: bool = False, wor
         "test_sha256": dataset.test_sha256,
     }
 
+    unknown = sorted(set(only or []) - {_member_name(*m) for m in settings.members})
+    if unknown:
+        raise UserError(
+            f"no member {', '.join(unknown)} in a {settings.folds}x{settings.seeds} run: "
+            f"names run from f0-s0 to f{settings.folds - 1}-s{settings.seeds - 1}"
+        )
     run_dir = None if fresh else _matching_run(identity)
     if run_dir is not None and (run_dir / "metrics.json").is_file():
         metrics = storage.read_json(run_dir / "metrics.json")
@@ -76,15 +92,24 @@ def train(settings: TrainSettings, fresh: bool = False, quiet: bool = False, wor
     folds = np.load(run_dir / "folds.npy")
 
     todo = [m for m in settings.members if not _member_done(run_dir, *m)]
+    if only is not None:
+        todo = [m for m in todo if _member_name(*m) in only]
     workers = min(len(todo), workers or len(gpus) or 1)
     steps_per_epoch = -(-int(np.sum(folds != 0)) // settings.batch_size)
     if todo and not gpus:
-        _warn_cpu_time(settings, len(todo), int(np.sum(folds != 0)))
+        _warn_cpu_time(settings, len(todo), images, folds, len(dataset.test_images))
     with RunProgress(len(todo) * settings.epochs * steps_per_epoch, quiet) as progress:
         if workers > 1:
             _train_in_workers(run_dir, settings, todo, workers, gpus, steps_per_epoch, progress)
         else:
             _train_members(run_dir, settings, todo, images, labels, dataset.test_images, folds, progress)
+    missing = [m for m in settings.members if not _member_done(run_dir, *m)]
+    if missing:
+        console.print(
+            f"{len(settings.members) - len(missing)} of {len(settings.members)} members trained in "
+            f"{run_dir}; the same command without --members trains the other {len(missing)}"
+        )
+        return run_dir
     metrics = _finish_run(run_dir, settings, labels, folds)
     console.print(results_table(metrics["members"], metrics["fold_accuracy"], metrics["cv_accuracy"]))
     console.print(
@@ -100,7 +125,7 @@ def work(run_dir: Path, names: list[str]) -> None:
     dataset = data.load()
     if dataset.train_sha256 != config["train_sha256"]:
         raise UserError(f"train.csv changed since {run_dir.name} started: rerun `kaggle-mnist train`")
-    _configure_device(settings)
+    _configure_device(settings, backend.gpus())
     images, labels = _training_rows(dataset, settings)
     members = [m for m in settings.members if _member_dir(run_dir, *m).name in names]
     folds = np.load(run_dir / "folds.npy")
@@ -190,7 +215,7 @@ def _train_member(
 
     if (folder / "model.keras").is_file():
         # Trained but interrupted before its predictions were saved: predict, don't retrain.
-        model = keras.models.load_model(folder / "model.keras")
+        model = load_model(folder / "model.keras")
     else:
         keras.utils.set_random_seed(seed)
         model = build_model(
@@ -209,10 +234,14 @@ def _train_member(
         )
         batches = EpochBatches(images[train_rows], labels[train_rows], settings.batch_size, seed)
         timing = progress.callback(label, settings.epochs, settings.batch_size)
+        validation = {}
+        if settings.epoch_validation:
+            validation = dict(
+                validation_data=(images[val_rows], labels[val_rows]), validation_batch_size=PREDICT_BATCH
+            )
         model.fit(
             batches,
-            validation_data=(images[val_rows], labels[val_rows]),
-            validation_batch_size=PREDICT_BATCH,
+            **validation,
             epochs=settings.epochs,
             # EpochBatches already shuffles by (seed, epoch); Keras' own shuffle of the batch order uses
             # Python's global `random`, which a resumed process cannot reproduce.
@@ -240,6 +269,7 @@ def _train_member(
         "epochs_run": len(_history(folder)),
         "seconds": time.perf_counter() - started,
         "seconds_per_epoch": per_epoch,
+        "epoch_seconds": [round(t, 3) for t in epoch_seconds],  # epoch 1 includes tracing the model
         "images_per_second": len(train_rows) / per_epoch if epoch_seconds else float("nan"),
     }
     storage.write_json(folder / "member.json", result)  # last: its presence means the member is done
@@ -252,18 +282,16 @@ def _callbacks(settings: TrainSettings, folder: Path, batches: EpochBatches, see
     else:
         rate, decay = settings.learning_rate, settings.lr_decay
         schedule = keras.callbacks.LearningRateScheduler(lambda epoch: rate * decay**epoch)
-    # Best-by-validation weights, for inspection; predictions use the final weights, because choosing
-    # weights on the validation fold would make the out-of-fold accuracy optimistic.
-    checkpoint = keras.callbacks.ModelCheckpoint(
-        folder / "best.keras", monitor="val_accuracy", save_best_only=True
-    )
-    callbacks = [
-        EpochSeeds(batches, seed),
-        schedule,
-        checkpoint,
-        keras.callbacks.CSVLogger(str(folder / "history.csv"), append=True),
-        timing,
-    ]
+    callbacks = [EpochSeeds(batches, seed), schedule]
+    checkpoint = None
+    if settings.epoch_validation:
+        # Best-by-validation weights, for inspection; predictions use the final weights, because choosing
+        # weights on the validation fold would make the out-of-fold accuracy optimistic.
+        checkpoint = keras.callbacks.ModelCheckpoint(
+            folder / "best.keras", monitor="val_accuracy", save_best_only=True
+        )
+        callbacks.append(checkpoint)
+    callbacks += [keras.callbacks.CSVLogger(str(folder / "history.csv"), append=True), timing]
     if settings.early_stopping:
         callbacks.append(
             keras.callbacks.EarlyStopping(
@@ -378,35 +406,92 @@ def _matching_run(identity: dict) -> Path | None:
     return max(candidates, key=lambda p: p.name) if candidates else None
 
 
-def _configure_device(settings: TrainSettings) -> list[str]:
-    gpus = backend.gpus()
-    mixed = settings.precision == "mixed" or (settings.precision == "auto" and gpus)
-    keras.mixed_precision.set_global_policy("mixed_float16" if mixed else "float32")
+POLICIES = {"float32": "float32", "mixed": "mixed_float16", "bfloat16": "mixed_bfloat16"}
+
+
+def _configure_device(settings: TrainSettings, gpus: list[str]) -> None:
+    """The Keras dtype policy for the run's (resolved) precision; deterministic kernels on a CPU."""
+    # Runs saved before precision was resolved into config.json say "auto".
+    policy = POLICIES.get(settings.precision, "mixed_float16" if gpus else "float32")
+    keras.mixed_precision.set_global_policy(policy)
     if not gpus:
         backend.make_deterministic()
-    return gpus
 
 
-def _warn_cpu_time(settings: TrainSettings, members: int, train_rows: int) -> None:
-    """Says up front how long a CPU run takes, from a few timed steps of a throwaway model."""
-    images = members * settings.epochs * train_rows
-    if images < 2_000_000:  # a few minutes at most: not worth the measurement
+def estimate_seconds(
+    members: int,
+    epochs: int,
+    train_rows: int,
+    scored_rows: int,
+    train_rate: float,
+    predict_rate: float,
+    member_overhead: float,
+) -> float:
+    """Seconds to train `members` members: their epochs at `train_rate` images/s, the rows each one
+    scores (its fold after every validated epoch and at the end, and the test set) at `predict_rate`,
+    and a fixed cost per member (building the model, tracing its functions, saving it)."""
+    per_member = epochs * train_rows / train_rate + scored_rows / predict_rate + member_overhead
+    return members * per_member
+
+
+def _warn_cpu_time(
+    settings: TrainSettings, members: int, images: np.ndarray, folds: np.ndarray, test_rows: int
+) -> None:
+    """Says up front how long a CPU run takes, from a few timed steps of a throwaway model of the run's
+    own kind (architecture, augmentation, precision, batch size)."""
+    train_rows, val_rows = int(np.sum(folds != 0)), int(np.sum(folds == 0))
+    if members * settings.epochs * train_rows < 300_000:  # a few minutes at most: not worth measuring
         return
-    model = build_model(settings.arch, settings.dropout_rate, settings.augment)
-    model.compile(optimizer="adam", loss="sparse_categorical_crossentropy", jit_compile="auto")
-    x = np.zeros((settings.batch_size, 28, 28), dtype=np.uint8)
-    y = np.zeros(settings.batch_size, dtype=np.uint8)
-    model.train_on_batch(x, y)
-    started, steps = time.perf_counter(), 8
-    for _ in range(steps):
-        model.train_on_batch(x, y)
-    rate = steps * settings.batch_size / (time.perf_counter() - started)
-    hours = images / rate / 3600 * 1.1  # +10% for validation and predictions
+    started = time.perf_counter()
+    keras.utils.set_random_seed(settings.seed)
+    model = build_model(
+        settings.arch,
+        settings.dropout_rate,
+        settings.augment,
+        settings.rotation_degrees,
+        settings.zoom,
+        settings.shift,
+    )
+    model.compile(
+        optimizer=keras.optimizers.Adam(settings.learning_rate),
+        loss="sparse_categorical_crossentropy",
+        metrics=["accuracy"],
+    )
+    steps = 24
+    x = images[: steps * settings.batch_size]
+    y = np.zeros(len(x), dtype=np.uint8)
+    model.fit(
+        x[: 2 * settings.batch_size], y[: 2 * settings.batch_size], batch_size=settings.batch_size, verbose=0
+    )
+    model.predict(x[:PREDICT_BATCH], batch_size=PREDICT_BATCH, verbose=0)
+    overhead = time.perf_counter() - started  # build and trace: what every member pays once
+    tick = time.perf_counter()
+    model.fit(x, y, batch_size=settings.batch_size, verbose=0, shuffle=False)
+    train_rate = len(x) / (time.perf_counter() - tick)
+    tick = time.perf_counter()
+    model.predict(images[: 2 * PREDICT_BATCH], batch_size=PREDICT_BATCH, verbose=0)
+    predict_rate = 2 * PREDICT_BATCH / (time.perf_counter() - tick)
+    validated_epochs = settings.epochs if settings.epoch_validation else 0
+    seconds = estimate_seconds(
+        members,
+        settings.epochs,
+        train_rows,
+        (validated_epochs + 1) * val_rows + test_rows,
+        train_rate,
+        predict_rate,
+        overhead,
+    )
     console.print(
         f"[yellow]No GPU found: {members} members x {settings.epochs} epochs on this CPU take about "
-        f"{hours:.1f} h ({rate:,.0f} images/s). Interrupt any time and rerun to continue; for a quick look "
-        "use --folds 2 --seeds 1 --epochs 3, or train on a GPU (in a Kaggle notebook: Accelerator > GPU).[/]"
+        f"{_duration(seconds)} ({train_rate:,.0f} training images/s). Interrupt any time and rerun to "
+        "continue; for a quick look use --folds 2 --seeds 1 --epochs 3, or train on a GPU (in a Kaggle "
+        "notebook: Accelerator > GPU).[/]"
     )
+
+
+def _duration(seconds: float) -> str:
+    minutes = round(seconds / 60)
+    return f"{minutes // 60} h {minutes % 60:02d} min" if minutes >= 60 else f"{max(minutes, 1)} min"
 
 
 def _training_rows(dataset: data.Dataset, settings: TrainSettings) -> tuple[np.ndarray, np.ndarray]:
@@ -424,8 +509,12 @@ def _check_enough_rows(labels: np.ndarray, folds: int) -> None:
         )
 
 
+def _member_name(fold: int, seed_index: int) -> str:
+    return f"f{fold}-s{seed_index}"
+
+
 def _member_dir(run_dir: Path, fold: int, seed_index: int) -> Path:
-    return run_dir / "members" / f"f{fold}-s{seed_index}"
+    return run_dir / "members" / _member_name(fold, seed_index)
 
 
 def _member_done(run_dir: Path, fold: int, seed_index: int) -> bool:

@@ -56,7 +56,10 @@ def test_run_folder_is_complete_and_loadable(tiny_data):
     ):
         assert (run_dir / name).is_file(), name
     config = storage.read_json(run_dir / "config.json")
-    assert TrainSettings.from_dict(config["settings"]) == settings.resolved(gpu=False)
+    resolved = settings.resolved(gpu=False, cpu_bfloat16=backend.cpu_bfloat16())
+    assert TrainSettings.from_dict(config["settings"]) == resolved
+    assert config["settings"]["precision"] in ("float32", "bfloat16")
+    assert config["settings"]["epoch_validation"] is False  # CPU default: the fold is scored once, at the end
     assert len(config["train_sha256"]) == 64
     manifest = storage.read_json(run_dir / "manifest.json")
     assert manifest["backend"] == "tensorflow" and "keras" in manifest["versions"]
@@ -72,7 +75,9 @@ def test_run_folder_is_complete_and_loadable(tiny_data):
             assert len(oof["rows"]) == 300
             np.testing.assert_allclose(again, oof["probs"], atol=1e-5)
         assert np.load(folder / "test.npy").shape == (40, 10)
-        assert len(training._history(folder)) == 4 and member["images_per_second"] > 0
+        history = training._history(folder)
+        assert len(history) == 4 and member["images_per_second"] > 0
+        assert np.isnan(history[0]["val_accuracy"]) and not (folder / "best.keras").exists()
         assert not (folder / "backup").exists()
     oof = np.load(run_dir / "oof_probs.npy")
     assert oof.shape == (600, 10) and np.allclose(oof.sum(axis=1), 1, atol=1e-4)
@@ -149,11 +154,12 @@ def test_resume_after_interrupt_equals_an_uninterrupted_run(tiny_data, monkeypat
         (backup / "next" / "latest.weights.h5").write_bytes(b"cut short")
     with pytest.raises(Exception):  # noqa: B017 - an unfinished run is not offered to later steps
         training.resolve_run(run_dir.name)
-    finished = {k: v for k, v in member_files(run_dir).items() if k.startswith("f0-s0")}
+    finished = {k: v for k, v in member_files(run_dir).items() if k.startswith("members/f0-s0/")}
+    assert "members/f0-s0/test.npy" in finished
 
     resumed = training.train(settings, quiet=True)  # the same command again
     assert resumed == run_dir
-    assert {k: v for k, v in member_files(run_dir).items() if k.startswith("f0-s0")} == finished
+    assert {k: v for k, v in member_files(run_dir).items() if k.startswith("members/f0-s0/")} == finished
     epochs = [row["epoch"] for row in training._history(run_dir / "members" / "f1-s0")]
     reference_epochs = [row["epoch"] for row in training._history(reference / "members" / "f1-s0")]
     assert epochs == reference_epochs and epochs[0] == 0
@@ -187,6 +193,46 @@ def test_automatic_batch_size_and_learning_rate():
     mine = TrainSettings(batch_size=32, learning_rate=5e-4).resolved(gpu=True)
     assert (mine.batch_size, mine.learning_rate) == (32, 5e-4)  # given values are kept
     assert TrainSettings(batch_size=16).resolved(gpu=False).learning_rate == pytest.approx(5e-4)
+
+
+def test_automatic_precision_and_epoch_validation():
+    cpu = TrainSettings().resolved(gpu=False, cpu_bfloat16=False)
+    assert (cpu.precision, cpu.epoch_validation) == ("float32", False)
+    assert TrainSettings().resolved(gpu=False, cpu_bfloat16=True).precision == "bfloat16"
+    # Only oneDNN (the TensorFlow backend) makes bfloat16 fast on a CPU.
+    assert TrainSettings(backend="jax").resolved(gpu=False, cpu_bfloat16=True).precision == "float32"
+    gpu = TrainSettings().resolved(gpu=True, cpu_bfloat16=True)
+    assert (gpu.precision, gpu.epoch_validation) == ("mixed", True)
+    assert TrainSettings(precision="float32").resolved(gpu=True).precision == "float32"  # given: kept
+    assert TrainSettings(epoch_validation=True).resolved(gpu=False).epoch_validation is True
+    assert TrainSettings(epoch_validation=False).resolved(gpu=True).epoch_validation is False
+    # The plateau schedule and early stopping read every epoch's validation score.
+    assert TrainSettings(schedule="plateau", epoch_validation=False).resolved(gpu=False).epoch_validation
+    assert TrainSettings(early_stopping=3).resolved(gpu=False).epoch_validation is True
+    with pytest.raises(ValueError, match="--precision must be one of"):
+        TrainSettings(precision="float16")
+
+
+def test_time_estimate_adds_epochs_predictions_and_fixed_costs():
+    # 2 members x (3 epochs x 1,000 rows at 100/s + 500 scored rows at 250/s + 4 s) = 2 x 36 s
+    assert training.estimate_seconds(2, 3, 1000, 500, 100.0, 250.0, 4.0) == pytest.approx(72.0)
+
+
+def test_members_option_trains_part_of_a_run_and_the_rest_later(tiny_data, capsys):
+    settings = TrainSettings(**TINY)
+    run_dir = training.train(settings, quiet=True, only=["f1-s0"])
+    assert sorted(p.name for p in (run_dir / "members").iterdir()) == ["f1-s0"]
+    assert not (run_dir / "metrics.json").exists()
+    assert "1 of 2 members trained" in capsys.readouterr().out
+    part = member_files(run_dir)
+    assert "members/f1-s0/member.json" in part
+    assert training.train(settings, quiet=True) == run_dir  # the rest: f0-s0, then the run is scored
+    assert (run_dir / "metrics.json").is_file()
+    assert {k: v for k, v in member_files(run_dir).items() if k.startswith("members/f1-s0/")} == part
+    whole = training.train(settings, fresh=True, quiet=True)  # the same members, trained in one go
+    np.testing.assert_array_equal(np.load(run_dir / "test_probs.npy"), np.load(whole / "test_probs.npy"))
+    with pytest.raises(training.UserError, match="no member f2-s0 in a 2x1 run"):
+        training.train(settings, quiet=True, fresh=True, only=["f2-s0"])
 
 
 def test_kill_9_after_the_first_member_keeps_it(tiny_data):
