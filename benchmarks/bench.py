@@ -56,12 +56,17 @@ def measure_project(cli: list[str], train_args: list[str], workspace: Path, env:
     run_dir = max((workspace / "ensembles").glob("*/metrics.json"), key=lambda p: p.stat().st_mtime).parent
     metrics = json.loads((run_dir / "metrics.json").read_text())
     settings = json.loads((run_dir / "config.json").read_text())["settings"]
+    # Steady state: epochs after the first (which also traces the model); code before 63439a2 did not
+    # record its epochs one by one, so only the mean over all epochs compares across versions.
+    later = [t for m in metrics["members"] for t in m.get("epoch_seconds", [])[1:]]
+    rows = metrics["members"][0]["train_rows"]
     return {
         "wall_s": round(train["wall_s"] + predict["wall_s"], 2),
         "train_wall_s": train["wall_s"],
         "predict_wall_s": predict["wall_s"],
         "seconds_per_epoch": round(metrics["seconds_per_epoch"], 2),
         "images_per_second_per_member": round(metrics["images_per_second_per_member"]),
+        "steady_images_per_second_per_member": round(rows / statistics.median(later)) if later else None,
         "peak_rss_mb": max(train["peak_rss_mb"], predict["peak_rss_mb"]),
         "cv_accuracy": round(metrics["cv_accuracy"], 5),
         "batch_size": settings["batch_size"],
@@ -79,6 +84,7 @@ def measure_classic(args: argparse.Namespace, workspace: Path, env: dict) -> dic
         "wall_s": classic["wall_s"],
         "seconds_per_epoch": round(inside["seconds_per_epoch"], 2),
         "images_per_second_per_member": round(inside["images_per_second_per_member"]),
+        "steady_images_per_second_per_member": round(inside["steady_images_per_second_per_member"]),
         "peak_rss_mb": classic["peak_rss_mb"],
         "cv_accuracy": round(inside["cv_accuracy"], 5),
         "last_epoch_train_accuracy": round(inside["last_epoch_train_accuracy"], 5),
@@ -91,6 +97,9 @@ def median_of(results: list[dict]) -> dict:
     summary = {}
     for key in results[0]:
         values = [r[key] for r in results]
+        if any(v is None for v in values):
+            summary[key] = None
+            continue
         if isinstance(values[0], str):
             summary[key] = values[0]
             continue

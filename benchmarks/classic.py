@@ -119,11 +119,14 @@ def main() -> None:
         os.path.join(os.path.dirname(os.path.abspath(args.out)), "classic_submission.csv"), index=False
     )
     seconds_per_epoch = float(np.mean(epoch_seconds))
+    # After each net's first epoch (which traces the model); all epochs if there is only one.
+    later = [t for i, t in enumerate(epoch_seconds) if i % args.epochs] or epoch_seconds
     result = {
         "cv_accuracy": float(np.mean(oof.argmax(1) == labels)),
         "last_epoch_train_accuracy": float(np.mean(train_accuracy)),
         "seconds_per_epoch": seconds_per_epoch,
         "images_per_second_per_member": train_rows / seconds_per_epoch,
+        "steady_images_per_second_per_member": train_rows / float(np.median(later)),
         "seconds_inside": time.perf_counter() - started,
     }
     with open(args.out, "w") as handle:

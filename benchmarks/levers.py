@@ -41,6 +41,7 @@ VARIANTS = {
     "+ bfloat16": dict(aug="affine", bn="fused", policy="mixed_bfloat16"),
     "+ no per-epoch validation": dict(aug="affine", bn="fused", policy="mixed_bfloat16", validate=False),
     "+ batch 128": dict(aug="affine", bn="fused", policy="mixed_bfloat16", validate=False, batch=128),
+    "+ batch 256": dict(aug="affine", bn="fused", policy="mixed_bfloat16", validate=False, batch=256),
     "batch 64, steps_per_execution 8": dict(
         aug="affine", bn="fused", policy="mixed_bfloat16", validate=False, spe=8
     ),

@@ -58,6 +58,7 @@ def train(
         raise UserError(f"--arch must be one of {', '.join(ARCHITECTURES)}, not {settings.arch!r}")
     if workers < 0:
         raise UserError("--workers must be 0 (one per visible GPU) or a positive number")
+    started = time.perf_counter()
     dataset = data.load()
     gpus = backend.gpus()
     settings = settings.resolved(gpu=bool(gpus), cpu_bfloat16=backend.cpu_bfloat16())
@@ -110,10 +111,14 @@ def train(
             f"{run_dir}; the same command without --members trains the other {len(missing)}"
         )
         return run_dir
-    metrics = _finish_run(run_dir, settings, labels, folds)
+    # This command's own time; a run continued after an interruption also spent the earlier ones'.
+    whole = len(todo) == len(settings.members)
+    wall = {"wall_seconds": time.perf_counter() - started, "wall_seconds_is_whole_run": whole}
+    metrics = _finish_run(run_dir, settings, labels, folds, wall)
     console.print(results_table(metrics["members"], metrics["fold_accuracy"], metrics["cv_accuracy"]))
     console.print(
-        f"CV accuracy {metrics['cv_accuracy']:.4%} over {len(labels):,} rows; run saved in {run_dir}"
+        f"CV accuracy {metrics['cv_accuracy']:.4%} over {len(labels):,} rows; trained in "
+        f"{_duration(wall['wall_seconds'])}{'' if whole else ' (this session)'}; run saved in {run_dir}"
     )
     return run_dir
 
@@ -328,7 +333,9 @@ def _history(folder: Path) -> list[dict]:
 # The run
 
 
-def _finish_run(run_dir: Path, settings: TrainSettings, labels: np.ndarray, folds: np.ndarray) -> dict:
+def _finish_run(
+    run_dir: Path, settings: TrainSettings, labels: np.ndarray, folds: np.ndarray, wall: dict
+) -> dict:
     members, oof_parts, tests = [], [], []
     for fold, seed_index in settings.members:
         folder = _member_dir(run_dir, fold, seed_index)
@@ -354,6 +361,7 @@ def _finish_run(run_dir: Path, settings: TrainSettings, labels: np.ndarray, fold
         "members": members,
         "rows": int(len(labels)),
         "seconds_total": float(sum(m["seconds"] for m in members)),
+        **wall,
         "seconds_per_epoch": float(np.mean([m["seconds_per_epoch"] for m in valid])) if valid else None,
         "images_per_second_per_member": float(np.mean([m["images_per_second"] for m in valid]))
         if valid
@@ -490,8 +498,10 @@ def _warn_cpu_time(
 
 
 def _duration(seconds: float) -> str:
+    if seconds < 90:
+        return f"{seconds:.0f} s"
     minutes = round(seconds / 60)
-    return f"{minutes // 60} h {minutes % 60:02d} min" if minutes >= 60 else f"{max(minutes, 1)} min"
+    return f"{minutes // 60} h {minutes % 60:02d} min" if minutes >= 60 else f"{minutes} min"
 
 
 def _training_rows(dataset: data.Dataset, settings: TrainSettings) -> tuple[np.ndarray, np.ndarray]:
