@@ -124,8 +124,25 @@ def train(
     learning_rate: Annotated[float, typer.Option("--lr", help=LR_HELP)] = DEFAULTS.learning_rate,
     schedule: Annotated[
         str,
-        typer.Option(help="exponential (lr x 0.95^epoch) or plateau (halve when validation loss stalls)."),
-    ] = "exponential",
+        typer.Option(
+            help="exponential (lr x 0.95^epoch), plateau (halve when validation loss stalls) or cosine "
+            "(linear warmup over --warmup-epochs, then a cosine decay to zero at the last step)."
+        ),
+    ] = DEFAULTS.schedule,
+    warmup_epochs: Annotated[
+        int, typer.Option(help="Epochs of linear warmup before the cosine decay (--schedule cosine).")
+    ] = DEFAULTS.warmup_epochs,
+    ema: Annotated[
+        bool,
+        typer.Option(
+            "--ema/--no-ema",
+            help="Predict with an exponential moving average of the weights (updated every step) instead "
+            "of the last step's weights.",
+        ),
+    ] = DEFAULTS.ema,
+    label_smoothing: Annotated[
+        float, typer.Option(help="Label smoothing s: train towards 1 - s on the label (0 = off).")
+    ] = DEFAULTS.label_smoothing,
     early_stopping: Annotated[
         int,
         typer.Option(
@@ -171,6 +188,9 @@ def train(
         batch_size=batch_size,
         learning_rate=learning_rate,
         schedule=schedule,
+        warmup_epochs=warmup_epochs,
+        ema=ema,
+        label_smoothing=label_smoothing,
         early_stopping=early_stopping,
         augment=augment,
         subset=subset,

@@ -182,3 +182,21 @@ def build_model(
 def load(path) -> keras.Model:
     """A saved member; this module defines the custom layers that `load_model` needs."""
     return keras.models.load_model(path)
+
+
+@keras.saving.register_keras_serializable(package="kaggle_mnist")
+class SmoothedCrossentropy(keras.losses.Loss):
+    """Cross-entropy against integer labels with label smoothing (Keras' sparse loss has none): the
+    target is 1 - s on the label and s / classes on every class."""
+
+    def __init__(self, label_smoothing: float = 0.1, num_classes: int = NUM_CLASSES, **kwargs):
+        super().__init__(**kwargs)
+        self.label_smoothing, self.num_classes = label_smoothing, num_classes
+
+    def call(self, y_true, y_pred):
+        labels = keras.ops.cast(keras.ops.reshape(y_true, (-1,)), "int32")
+        targets = keras.ops.one_hot(labels, self.num_classes, dtype=y_pred.dtype)
+        return keras.losses.categorical_crossentropy(targets, y_pred, label_smoothing=self.label_smoothing)
+
+    def get_config(self):
+        return {**super().get_config(), "label_smoothing": self.label_smoothing, "num_classes": self.num_classes}

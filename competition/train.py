@@ -27,7 +27,7 @@ from sklearn.model_selection import StratifiedKFold
 
 from competition import backend, data, ensemble, paths, storage
 from competition.errors import UserError
-from competition.model import ARCHITECTURES, build_model
+from competition.model import ARCHITECTURES, SmoothedCrossentropy, build_model
 from competition.model import load as load_model
 from competition.progress import RunProgress, console, results_table
 from competition.resume import EpochBatches, EpochSeeds, ExactBackup
@@ -231,13 +231,13 @@ def _train_member(
             settings.zoom,
             settings.shift,
         )
+        batches = EpochBatches(images[train_rows], labels[train_rows], settings.batch_size, seed)
         model.compile(
-            optimizer=keras.optimizers.Adam(settings.learning_rate),
-            loss="sparse_categorical_crossentropy",
+            optimizer=_optimizer(settings, len(batches)),
+            loss=_loss(settings),
             metrics=["accuracy"],
             jit_compile="auto",  # XLA on GPU; off on CPU, where it is several times slower
         )
-        batches = EpochBatches(images[train_rows], labels[train_rows], settings.batch_size, seed)
         timing = progress.callback(label, settings.epochs, settings.batch_size)
         validation = {}
         if settings.epoch_validation:
@@ -281,9 +281,35 @@ def _train_member(
     return result
 
 
+def _optimizer(settings: TrainSettings, steps_per_epoch: int) -> keras.optimizers.Optimizer:
+    rate = settings.learning_rate
+    if settings.schedule == "cosine":
+        # Per step, inside the optimizer: its step counter is saved with the weights, so a resumed
+        # member continues the curve exactly.
+        warmup = settings.warmup_epochs * steps_per_epoch
+        rate = keras.optimizers.schedules.CosineDecay(
+            0.0,
+            decay_steps=settings.epochs * steps_per_epoch - warmup,
+            alpha=0.0,
+            warmup_target=settings.learning_rate,
+            warmup_steps=warmup,
+        )
+    # With use_ema, fit ends by overwriting the weights with their moving average, so everything after
+    # (model.keras, the out-of-fold and test predictions) uses the average.
+    return keras.optimizers.Adam(rate, use_ema=settings.ema, ema_momentum=settings.ema_momentum)
+
+
+def _loss(settings: TrainSettings):
+    if settings.label_smoothing:
+        return SmoothedCrossentropy(settings.label_smoothing)
+    return "sparse_categorical_crossentropy"
+
+
 def _callbacks(settings: TrainSettings, folder: Path, batches: EpochBatches, seed: int, timing) -> list:
     if settings.schedule == "plateau":
         schedule = keras.callbacks.ReduceLROnPlateau(monitor="val_loss", factor=0.5, patience=2, min_lr=1e-5)
+    elif settings.schedule == "cosine":
+        schedule = LogLearningRate()
     else:
         rate, decay = settings.learning_rate, settings.lr_decay
         schedule = keras.callbacks.LearningRateScheduler(lambda epoch: rate * decay**epoch)
@@ -308,6 +334,14 @@ def _callbacks(settings: TrainSettings, folder: Path, batches: EpochBatches, see
     stateful = [c for c in callbacks if hasattr(c, "wait") or c is checkpoint]
     callbacks.append(ExactBackup(folder / "backup", stateful))
     return callbacks
+
+
+class LogLearningRate(keras.callbacks.Callback):
+    """Puts the rate of a per-step schedule into the epoch log (the other schedules' callbacks do)."""
+
+    def on_epoch_end(self, epoch, logs=None):
+        if logs is not None:
+            logs["learning_rate"] = float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate))
 
 
 def _epochs_logged(folder: Path) -> int:

@@ -126,8 +126,10 @@ class Interrupt(keras.callbacks.Callback):
         {"schedule": "plateau", "early_stopping": 1},
         # Killed while swapping backup folders: the previous complete epoch is used.
         {"mid_swap": True},
+        # A per-step schedule and the weight average live in the optimizer's state.
+        {"schedule": "cosine", "ema": True, "ema_momentum": 0.9, "label_smoothing": 0.1},
     ],
-    ids=["exponential", "plateau+early-stopping", "killed-mid-swap"],
+    ids=["exponential", "plateau+early-stopping", "killed-mid-swap", "cosine+ema+smoothing"],
 )
 def test_resume_after_interrupt_equals_an_uninterrupted_run(tiny_data, monkeypatch, variant):
     variant = dict(variant)
@@ -211,6 +213,44 @@ def test_automatic_precision_and_epoch_validation():
     assert TrainSettings(early_stopping=3).resolved(gpu=False).epoch_validation is True
     with pytest.raises(ValueError, match="--precision must be one of"):
         TrainSettings(precision="float16")
+
+
+def test_cosine_schedule_warms_up_and_ends_at_zero(tiny_data):
+    settings = TrainSettings(**{**TINY, "epochs": 4, "schedule": "cosine", "learning_rate": 2e-3})
+    run_dir = training.train(settings, quiet=True)
+    rates = [row["learning_rate"] for row in training._history(run_dir / "members" / "f0-s0")]
+    # Logged at each epoch's end: the peak after the 1-epoch warmup, then down to zero at the last step.
+    assert rates[0] == pytest.approx(2e-3, rel=1e-3)
+    assert rates[1] > rates[2] > rates[3] and rates[3] == pytest.approx(0.0, abs=1e-9)
+
+
+def test_weight_average_is_what_the_member_predicts_with(tiny_data):
+    plain = training.train(TrainSettings(**{**TINY, "epochs": 2}), quiet=True)
+    averaged = training.train(
+        TrainSettings(**{**TINY, "epochs": 2, "ema": True, "ema_momentum": 0.9}), quiet=True
+    )
+    a = keras.models.load_model(plain / "members" / "f0-s0" / "model.keras")
+    b = keras.models.load_model(averaged / "members" / "f0-s0" / "model.keras")
+    # Same seed, same batches, same updates: only the averaging at the end differs.
+    differs = [not np.allclose(x, y) for x, y in zip(a.get_weights(), b.get_weights(), strict=True)]
+    assert any(differs)
+    with np.load(averaged / "members" / "f0-s0" / "oof.npz") as oof:
+        again = b.predict(data.load().train_images[oof["rows"]], verbose=0)
+        np.testing.assert_allclose(again, oof["probs"], atol=1e-5)
+
+
+def test_label_smoothing_loss():
+    from competition.model import SmoothedCrossentropy
+
+    probs = np.array([[0.7, 0.2, 0.1], [0.1, 0.1, 0.8]], dtype=np.float32)
+    labels = np.array([0, 2])
+    loss = SmoothedCrossentropy(0.3, num_classes=3)
+    targets = np.array([[0.8, 0.1, 0.1], [0.1, 0.1, 0.8]])  # 1 - 0.3 + 0.3 / 3 on the label
+    expected = -(targets * np.log(probs)).sum(axis=1).mean()
+    assert float(loss(labels, probs)) == pytest.approx(expected, rel=1e-5)
+    assert float(SmoothedCrossentropy(0.0, 3)(labels, probs)) == pytest.approx(
+        -np.log([0.7, 0.8]).mean(), rel=1e-5
+    )
 
 
 def test_time_estimate_adds_epochs_predictions_and_fixed_costs():
