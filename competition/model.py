@@ -199,4 +199,8 @@ class SmoothedCrossentropy(keras.losses.Loss):
         return keras.losses.categorical_crossentropy(targets, y_pred, label_smoothing=self.label_smoothing)
 
     def get_config(self):
-        return {**super().get_config(), "label_smoothing": self.label_smoothing, "num_classes": self.num_classes}
+        return {
+            **super().get_config(),
+            "label_smoothing": self.label_smoothing,
+            "num_classes": self.num_classes,
+        }

@@ -97,8 +97,9 @@ def train(
         todo = [m for m in todo if _member_name(*m) in only]
     workers = min(len(todo), workers or len(gpus) or 1)
     steps_per_epoch = -(-int(np.sum(folds != 0)) // settings.batch_size)
+    estimate = None
     if todo and not gpus:
-        _warn_cpu_time(settings, len(todo), images, folds, len(dataset.test_images))
+        estimate = _warn_cpu_time(settings, len(todo), images, folds, len(dataset.test_images))
     with RunProgress(len(todo) * settings.epochs * steps_per_epoch, quiet) as progress:
         if workers > 1:
             _train_in_workers(run_dir, settings, todo, workers, gpus, steps_per_epoch, progress)
@@ -113,7 +114,11 @@ def train(
         return run_dir
     # This command's own time; a run continued after an interruption also spent the earlier ones'.
     whole = len(todo) == len(settings.members)
-    wall = {"wall_seconds": time.perf_counter() - started, "wall_seconds_is_whole_run": whole}
+    wall = {
+        "wall_seconds": time.perf_counter() - started,
+        "wall_seconds_is_whole_run": whole,
+        "estimated_seconds": estimate,  # what the CPU estimate said before training, if it ran
+    }
     metrics = _finish_run(run_dir, settings, labels, folds, wall)
     console.print(results_table(metrics["members"], metrics["fold_accuracy"], metrics["cv_accuracy"]))
     console.print(
@@ -478,12 +483,12 @@ def estimate_seconds(
 
 def _warn_cpu_time(
     settings: TrainSettings, members: int, images: np.ndarray, folds: np.ndarray, test_rows: int
-) -> None:
+) -> float | None:
     """Says up front how long a CPU run takes, from a few timed steps of a throwaway model of the run's
     own kind (architecture, augmentation, precision, batch size)."""
     train_rows, val_rows = int(np.sum(folds != 0)), int(np.sum(folds == 0))
     if members * settings.epochs * train_rows < 300_000:  # a few minutes at most: not worth measuring
-        return
+        return None
     started = time.perf_counter()
     keras.utils.set_random_seed(settings.seed)
     model = build_model(
@@ -529,6 +534,7 @@ def _warn_cpu_time(
         "continue; for a quick look use --folds 2 --seeds 1 --epochs 3, or train on a GPU (in a Kaggle "
         "notebook: Accelerator > GPU).[/]"
     )
+    return seconds
 
 
 def _duration(seconds: float) -> str:
