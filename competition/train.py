@@ -228,14 +228,7 @@ def _train_member(
         model = load_model(folder / "model.keras")
     else:
         keras.utils.set_random_seed(seed)
-        model = build_model(
-            settings.arch,
-            settings.dropout_rate,
-            settings.augment,
-            settings.rotation_degrees,
-            settings.zoom,
-            settings.shift,
-        )
+        model = _build(settings)
         batches = EpochBatches(images[train_rows], labels[train_rows], settings.batch_size, seed)
         model.compile(
             optimizer=_optimizer(settings, len(batches)),
@@ -284,6 +277,17 @@ def _train_member(
     }
     storage.write_json(folder / "member.json", result)  # last: its presence means the member is done
     return result
+
+
+def _build(settings: TrainSettings) -> keras.Model:
+    return build_model(
+        settings.arch,
+        settings.dropout_rate,
+        settings.augment,
+        settings.rotation_degrees,
+        settings.zoom,
+        settings.shift,
+    )
 
 
 def _optimizer(settings: TrainSettings, steps_per_epoch: int) -> keras.optimizers.Optimizer:
@@ -491,14 +495,7 @@ def _warn_cpu_time(
         return None
     started = time.perf_counter()
     keras.utils.set_random_seed(settings.seed)
-    model = build_model(
-        settings.arch,
-        settings.dropout_rate,
-        settings.augment,
-        settings.rotation_degrees,
-        settings.zoom,
-        settings.shift,
-    )
+    model = _build(settings)
     model.compile(
         optimizer=keras.optimizers.Adam(settings.learning_rate),
         loss="sparse_categorical_crossentropy",
