@@ -21,9 +21,9 @@ class BatchNorm(layers.BatchNormalization):
     """Keras' BatchNormalization, computed by TensorFlow's fused kernel on the TensorFlow backend.
 
     Keras 3 normalises with separate element-wise ops in float32 (casting bfloat16 activations up and
-    down around them); on a CPU those ops cost more than the convolutions: the whole network trains
-    1.6x faster (bfloat16) or 1.3x (float32), and predicts 2x faster, with TensorFlow's one fused op,
-    which oneDNN runs in bfloat16 too (benchmarks/README.md). Same parameters, same moving-average
+    down around them); on a CPU those ops cost more than the convolutions. TensorFlow's one fused op,
+    which oneDNN runs in bfloat16 too, trains the network 1.37x faster in float32 (levers.py,
+    benchmarks/README.md; a profiling run also saw 1.6x in bfloat16 and 2x faster prediction). Same parameters, same moving-average
     rule, same saved weights; other backends use Keras' own (XLA fuses it there).
     """
 

@@ -48,11 +48,12 @@ class TrainSettings:
     subset: int = 0  # train on the first N rows only (0 = all), for quick looks
     backend: str = "tensorflow"  # Keras backend; Kaggle notebooks ship TensorFlow
     # auto: mixed float16 on a GPU; mixed bfloat16 on a CPU that computes it natively (AVX512_BF16 or AMX:
-    # 1.5x faster here, same accuracy at equal epochs, benchmarks/README.md); float32 on other CPUs.
+    # 1.2x faster in levers.py, same accuracy at equal epochs, benchmarks/README.md); float32 elsewhere.
     precision: str = "auto"
     # Score the validation fold after every epoch (learning curves; needed by the plateau schedule and
     # early stopping, which then turn it on). None = auto: on a GPU, where it is cheap; not on a CPU,
-    # where it costs a fifth of each epoch. The fold is always scored once at the end, for the CV.
+    # where it is a large share of each epoch (1.5x in levers.py's 1:1 split; less with 5 folds). The fold
+    # is always scored once at the end, for the CV.
     epoch_validation: bool | None = None
 
     def __post_init__(self) -> None:
