@@ -15,10 +15,12 @@ import argparse
 import json
 import os
 import platform
+import shlex
 import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -26,18 +28,55 @@ HERE = Path(__file__).resolve().parent
 DEFAULT_DATA = HERE.parent.parent / "shared" / "data" / "digit-recognizer.zip"
 
 
+def tree_rss_mb(root: int) -> float:
+    """Resident memory (MB) of a process and all its descendants now, from /proc (Linux)."""
+    parents, rss = {}, {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            parents[int(entry.name)] = int(fields[1])
+            rss[int(entry.name)] = int(fields[21]) * os.sysconf("SC_PAGE_SIZE")
+        except (OSError, IndexError, ValueError):
+            continue
+    tree, frontier = {root}, [root]
+    while frontier:
+        parent = frontier.pop()
+        children = [p for p, pp in parents.items() if pp == parent and p not in tree]
+        tree.update(children)
+        frontier.extend(children)
+    return sum(rss.get(p, 0) for p in tree) / 2**20
+
+
 def timed(command: list[str], cwd: Path, env: dict) -> dict:
-    """Runs a command; returns wall seconds and peak RSS (MB) of that process, or raises with its output."""
+    """Runs a command; returns wall seconds, its peak RSS (MB, from the kernel) and the peak of its
+    whole process tree (MB, sampled twice a second: `train --workers` trains in child processes), or
+    raises with its output."""
     started = time.perf_counter()
     proc = subprocess.Popen(command, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    peak_tree = [0.0]
+
+    def sample() -> None:
+        while proc.poll() is None:
+            peak_tree[0] = max(peak_tree[0], tree_rss_mb(proc.pid))
+            time.sleep(0.5)
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
     output = proc.stdout.read()  # to the end, so a full pipe never stalls the child
     _, status, usage = os.wait4(proc.pid, 0)
     seconds = time.perf_counter() - started
+    sampler.join()
     code = os.waitstatus_to_exitcode(status)
     if code != 0:
         tail = output.decode(errors="replace").strip().splitlines()[-5:]
         raise SystemExit(f"{' '.join(command[:4])} ... failed with exit {code}:\n" + "\n".join(tail))
-    return {"wall_s": round(seconds, 2), "peak_rss_mb": round(usage.ru_maxrss / 1024)}
+    return {
+        "wall_s": round(seconds, 2),
+        "peak_rss_mb": round(usage.ru_maxrss / 1024),
+        "peak_tree_rss_mb": round(max(peak_tree[0], usage.ru_maxrss / 1024)),
+    }
 
 
 def checkout(rev: str, into: Path) -> Path:
@@ -60,6 +99,9 @@ def measure_project(cli: list[str], train_args: list[str], workspace: Path, env:
     # record its epochs one by one, so only the mean over all epochs compares across versions.
     later = [t for m in metrics["members"] for t in m.get("epoch_seconds", [])[1:]]
     rows = metrics["members"][0]["train_rows"]
+    # All members' training images over the train command's wall time: what members trained side by
+    # side (train --workers) gain, which the per-member rate does not show.
+    trained = sum(rows * len(m.get("epoch_seconds", [])) for m in metrics["members"])
     return {
         "wall_s": round(train["wall_s"] + predict["wall_s"], 2),
         "train_wall_s": train["wall_s"],
@@ -67,7 +109,10 @@ def measure_project(cli: list[str], train_args: list[str], workspace: Path, env:
         "seconds_per_epoch": round(metrics["seconds_per_epoch"], 2),
         "images_per_second_per_member": round(metrics["images_per_second_per_member"]),
         "steady_images_per_second_per_member": round(rows / statistics.median(later)) if later else None,
+        "run_images_per_second": round(trained / train["wall_s"]),
+        "workers": metrics.get("workers", 1),
         "peak_rss_mb": max(train["peak_rss_mb"], predict["peak_rss_mb"]),
+        "peak_tree_rss_mb": max(train["peak_tree_rss_mb"], predict["peak_tree_rss_mb"]),
         "cv_accuracy": round(metrics["cv_accuracy"], 5),
         "batch_size": settings["batch_size"],
         "precision": settings.get("precision", "auto"),
@@ -150,6 +195,9 @@ def main() -> None:
     parser.add_argument("--backend", default="tensorflow", help="project backend")
     parser.add_argument("--skip-classic", action="store_true", help="measure the project only")
     parser.add_argument(
+        "--project-args", default="", help="extra `train` options for the project side, quoted"
+    )
+    parser.add_argument(
         "--baseline",
         metavar="REV",
         help="also measure the project as it was at this git commit (a third side, alternated too)",
@@ -182,6 +230,7 @@ def main() -> None:
         "device": device_name(args.backend),
         "recipe": recipe,
         "repeats": args.repeat,
+        "project_args": args.project_args,
     }
     projects, baselines, classics = [], [], []
     if args.baseline:
@@ -193,7 +242,7 @@ def main() -> None:
         baseline_env = {**env, "PYTHONPATH": str(code)}
     # Alternate the sides, so a slow spell of a shared machine hits each rather than one.
     for _ in range(args.repeat):
-        projects.append(measure_project(cli, train_args, workspace, env))
+        projects.append(measure_project(cli, train_args + shlex.split(args.project_args), workspace, env))
         if args.baseline:
             baselines.append(measure_project(cli, train_args, workspace, baseline_env))
         if not args.skip_classic:

@@ -94,7 +94,17 @@ def main() -> None:
             "device": device,
             "variant": variant,
             "settings": {
-                k: settings[k] for k in ("batch_size", "learning_rate", "precision", "schedule", "epochs")
+                k: settings.get(k)
+                for k in (
+                    "batch_size",
+                    "learning_rate",
+                    "precision",
+                    "schedule",
+                    "epochs",
+                    "warmup_epochs",
+                    "ema",
+                    "label_smoothing",
+                )
             },
             "fold": 0,
             "folds": args.folds,

@@ -94,6 +94,32 @@ def cpu_bfloat16() -> bool:
     return False
 
 
+def cpu_cores() -> int:
+    """The cores this process may run on (a container's or `taskset`'s limit, not the host's count)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
+def limit_cpu_threads(threads: int) -> bool:
+    """Caps the backend's CPU thread pools, for a process that shares the cores with other training
+    processes. TensorFlow only (the backend CPU workers are used with). Returns False where the process
+    has already run TensorFlow ops (its pools are fixed by then: a notebook, a test session)."""
+    import keras
+
+    if keras.backend.backend() != "tensorflow":
+        return False
+    import tensorflow as tf
+
+    try:
+        tf.config.threading.set_intra_op_parallelism_threads(threads)
+        tf.config.threading.set_inter_op_parallelism_threads(threads)
+    except RuntimeError:
+        return False
+    return True
+
+
 def make_deterministic() -> None:
     """Same seed, same numbers, on CPU. (On GPU some kernels are nondeterministic by design.)"""
     import keras

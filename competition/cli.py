@@ -19,8 +19,8 @@ WEIGHTS_HELP = (
     "on the other folds' out-of-fold rows; kept only if not below the plain mean)."
 )
 WORKERS_HELP = (
-    "Processes training members side by side; 0 = one per visible GPU (1 on CPU, where more only "
-    "helps with many cores)."
+    "Processes training members side by side; 0 = automatic: one per visible GPU; on a CPU with 2 or "
+    "more cores, 2 processes of one core each for runs of 300,000 training images or more, else 1."
 )
 
 # Options that several commands share, declared once.

@@ -115,7 +115,8 @@ def predict(
     log(
         f"Wrote {path} and submission.csv: {result['members']} members, {note}; out-of-fold accuracy "
         f"{result['oof_accuracy']:.4%} (plain mean {plain_accuracy:.4%}); "
-        f"{result['changed_vs_mean']} test predictions differ from the plain mean"
+        f"{result['changed_vs_mean']} test predictions differ from the plain mean. About the out-of-fold "
+        f"accuracy: {ensemble.cv_caveat(settings.folds, settings.seeds)}"
     )
     return result
 

@@ -55,6 +55,10 @@ class TrainSettings:
     # where it is a large share of each epoch (1.5x in levers.py's 1:1 split; less with 5 folds). The fold
     # is always scored once at the end, for the CV.
     epoch_validation: bool | None = None
+    # CPU threads per training process, filled in by `train` from the cores and the run's size (see
+    # train.cpu_workers); part of the run's identity because the thread count changes the last bits of
+    # the numbers, so every member of a run, resumed or not, trains with the same one. 0 = automatic.
+    cpu_threads: int = 0
 
     def __post_init__(self) -> None:
         problems = []
@@ -70,6 +74,8 @@ class TrainSettings:
             problems.append("--ema-momentum must be between 0 and 1")
         if self.warmup_epochs < 0 or (self.schedule == "cosine" and self.warmup_epochs >= self.epochs):
             problems.append("--warmup-epochs must be 0 or more and fewer than --epochs")
+        if self.cpu_threads < 0:
+            problems.append("cpu_threads must be 0 (automatic) or positive")
         if self.subset < 0:
             problems.append("--subset must be 0 (all rows) or a positive number of rows")
         for name, value, allowed in (

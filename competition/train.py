@@ -14,6 +14,7 @@ finished members are kept as they are, a half-trained one resumes from its last 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 import shutil
 import subprocess
@@ -50,7 +51,8 @@ def train(
 ) -> Path:
     """Trains (or continues) the run for `settings`; returns its folder.
 
-    `workers`: processes training members side by side; 0 = one per visible GPU (1 without a GPU).
+    `workers`: processes training members side by side; 0 = one per visible GPU, or on a CPU what
+    `cpu_workers` chooses.
     `only`: train just these members (names like "f0-s1"); the run is finished, and its CV scored, by
     the call that trains its last member. For splitting a run over machines, or measuring one fold.
     """
@@ -62,9 +64,14 @@ def train(
     dataset = data.load()
     gpus = backend.gpus()
     settings = settings.resolved(gpu=bool(gpus), cpu_bfloat16=backend.cpu_bfloat16())
-    _configure_device(settings, gpus)
     images, labels = _training_rows(dataset, settings)
     _check_enough_rows(labels, settings.folds)
+    if not gpus and not settings.cpu_threads:
+        # From the whole run, not what is left of it, so a resumed run keeps its thread count.
+        train_rows = len(labels) - len(labels) // settings.folds
+        side_by_side = cpu_workers(settings, len(settings.members), train_rows)
+        settings = dataclasses.replace(settings, cpu_threads=max(1, backend.cpu_cores() // side_by_side))
+    _configure_device(settings, gpus)
     identity = {
         "settings": settings.to_dict(),
         "train_sha256": dataset.train_sha256,
@@ -95,11 +102,17 @@ def train(
     todo = [m for m in settings.members if not _member_done(run_dir, *m)]
     if only is not None:
         todo = [m for m in todo if _member_name(*m) in only]
-    workers = min(len(todo), workers or len(gpus) or 1)
-    steps_per_epoch = -(-int(np.sum(folds != 0)) // settings.batch_size)
+    train_rows = int(np.sum(folds != 0))
+    if not gpus:
+        # Members share the cores instead of each using them all (see cpu_workers); every process that
+        # trains, this one included, caps its threads to the run's count. Before this process's first op.
+        backend.limit_cpu_threads(settings.cpu_threads)
+    auto = len(gpus) or max(1, backend.cpu_cores() // max(1, settings.cpu_threads))
+    workers = min(len(todo), workers or auto)
+    steps_per_epoch = -(-train_rows // settings.batch_size)
     estimate = None
     if todo and not gpus:
-        estimate = _warn_cpu_time(settings, len(todo), images, folds, len(dataset.test_images))
+        estimate = _warn_cpu_time(settings, len(todo), images, folds, len(dataset.test_images), workers)
     with RunProgress(len(todo) * settings.epochs * steps_per_epoch, quiet) as progress:
         if workers > 1:
             _train_in_workers(run_dir, settings, todo, workers, gpus, steps_per_epoch, progress)
@@ -118,6 +131,7 @@ def train(
         "wall_seconds": time.perf_counter() - started,
         "wall_seconds_is_whole_run": whole,
         "estimated_seconds": estimate,  # what the CPU estimate said before training, if it ran
+        "workers": workers,
     }
     metrics = _finish_run(run_dir, settings, labels, folds, wall)
     console.print(results_table(metrics["members"], metrics["fold_accuracy"], metrics["cv_accuracy"]))
@@ -125,6 +139,7 @@ def train(
         f"CV accuracy {metrics['cv_accuracy']:.4%} over {len(labels):,} rows; trained in "
         f"{_duration(wall['wall_seconds'])}{'' if whole else ' (this session)'}; run saved in {run_dir}"
     )
+    console.print(f"[dim]About the CV: {metrics['cv_caveat']}.[/dim]")
     return run_dir
 
 
@@ -135,7 +150,10 @@ def work(run_dir: Path, names: list[str]) -> None:
     dataset = data.load()
     if dataset.train_sha256 != config["train_sha256"]:
         raise UserError(f"train.csv changed since {run_dir.name} started: rerun `kaggle-mnist train`")
-    _configure_device(settings, backend.gpus())
+    gpus = backend.gpus()
+    if not gpus and settings.cpu_threads:
+        backend.limit_cpu_threads(settings.cpu_threads)
+    _configure_device(settings, gpus)
     images, labels = _training_rows(dataset, settings)
     members = [m for m in settings.members if _member_dir(run_dir, *m).name in names]
     folds = np.load(run_dir / "folds.npy")
@@ -157,11 +175,31 @@ def _train_members(run_dir, settings, members, images, labels, test_images, fold
         progress.log(f"{label}: val acc {result['val_accuracy']:.4%} in {result['seconds']:.0f} s")
 
 
+# Below this many training images (under a minute of training) starting processes, each importing
+# TensorFlow and loading the data, would eat what side-by-side members gain.
+CPU_WORKERS_MIN_IMAGES = 60_000
+# Below this many, a run takes a few minutes at most: not worth timing steps for an estimate.
+ESTIMATE_MIN_IMAGES = 300_000
+
+
+def cpu_workers(settings: TrainSettings, members: int, train_rows: int) -> int:
+    """Training processes for a CPU run: two side by side, one core each, on a machine with two or more
+    cores, for runs big enough to pay for starting them; else one. Measured on 2 cores (benchmarks/
+    README.md, "Members side by side"): the batch-64 CNN spends much of each step in small ops that do
+    not split well over threads, so two single-threaded members train more images per second than one
+    member on both cores. More than two would multiply the memory (~1 GB each) for a gain not measured."""
+    big = members * settings.epochs * train_rows >= CPU_WORKERS_MIN_IMAGES
+    if settings.backend != "tensorflow" or members < 2 or not big or backend.cpu_cores() < 2:
+        return 1
+    return 2
+
+
 def _train_in_workers(run_dir, settings, todo, workers, gpus, steps_per_epoch, progress) -> None:
-    """Members spread over `workers` processes, one GPU each (as on a Kaggle "T4 x2" notebook): members
-    are independent, so this scales without the gradient syncing of a data-parallel model. Each worker
-    pins its GPU with CUDA_VISIBLE_DEVICES and writes a log in the run's logs/ folder; this process only
-    watches the members' epoch logs to drive the progress bar."""
+    """Members spread over `workers` processes, one GPU each (as on a Kaggle "T4 x2" notebook), or on
+    a CPU the run's `cpu_threads` cores each: members are independent, so this scales without the
+    gradient syncing of a data-parallel model. Each worker pins its GPU with CUDA_VISIBLE_DEVICES and
+    writes a log in the run's logs/ folder; this process only watches the members' epoch logs to drive
+    the progress bar."""
     logs = run_dir / "logs"
     logs.mkdir(exist_ok=True)
     visible = [d for d in os.environ.get("CUDA_VISIBLE_DEVICES", "").split(",") if d.strip()]
@@ -399,6 +437,7 @@ def _finish_run(
     metrics = {
         "run_id": run_dir.name,
         "cv_accuracy": ensemble.accuracy(oof, labels),
+        "cv_caveat": ensemble.cv_caveat(settings.folds, settings.seeds),
         "fold_accuracy": fold_accuracy,
         "mean_member_accuracy": float(np.mean([m["val_accuracy"] for m in members])),
         "members": members,
@@ -477,21 +516,29 @@ def estimate_seconds(
     train_rate: float,
     predict_rate: float,
     member_overhead: float,
+    workers: int = 1,
 ) -> float:
     """Seconds to train `members` members: their epochs at `train_rate` images/s, the rows each one
     scores (its fold after every validated epoch and at the end, and the test set) at `predict_rate`,
-    and a fixed cost per member (building the model, tracing its functions, saving it)."""
+    and a fixed cost per member (building the model, tracing its functions, saving it). With `workers`
+    processes side by side (each at these rates), the run lasts as long as the busiest one's share."""
     per_member = epochs * train_rows / train_rate + scored_rows / predict_rate + member_overhead
-    return members * per_member
+    return -(-members // workers) * per_member
 
 
 def _warn_cpu_time(
-    settings: TrainSettings, members: int, images: np.ndarray, folds: np.ndarray, test_rows: int
+    settings: TrainSettings,
+    members: int,
+    images: np.ndarray,
+    folds: np.ndarray,
+    test_rows: int,
+    workers: int = 1,
 ) -> float | None:
     """Says up front how long a CPU run takes, from a few timed steps of a throwaway model of the run's
-    own kind (architecture, augmentation, precision, batch size)."""
+    own kind (architecture, augmentation, precision, batch size), in this process, whose threads are
+    already capped to one worker's share of the cores."""
     train_rows, val_rows = int(np.sum(folds != 0)), int(np.sum(folds == 0))
-    if members * settings.epochs * train_rows < 300_000:  # a few minutes at most: not worth measuring
+    if members * settings.epochs * train_rows < ESTIMATE_MIN_IMAGES:
         return None
     started = time.perf_counter()
     keras.utils.set_random_seed(settings.seed)
@@ -524,10 +571,12 @@ def _warn_cpu_time(
         train_rate,
         predict_rate,
         overhead,
+        workers,
     )
+    side_by_side = f" in {workers} processes side by side" if workers > 1 else ""
     console.print(
         f"[yellow]No GPU found: {members} members x {settings.epochs} epochs on this CPU take about "
-        f"{_duration(seconds)} ({train_rate:,.0f} training images/s). Interrupt any time and rerun to "
+        f"{_duration(seconds)} ({workers * train_rate:,.0f} training images/s{side_by_side}). Interrupt any time and rerun to "
         "continue; for a quick look use --folds 2 --seeds 1 --epochs 3, or train on a GPU (in a Kaggle "
         "notebook: Accelerator > GPU).[/]"
     )

@@ -124,3 +124,8 @@ def test_submit_finds_the_blend_and_its_own_accuracy(in_run):
     result = predicting.predict(run_dir.name, weights="oof", log=lambda _: None)
     run_id, accuracy = submission._run_of(workspace / "submission.csv")
     assert run_id == run_dir.name and accuracy == pytest.approx(result["oof_accuracy"])
+
+
+def test_cv_caveat_counts_the_members_behind_each_row():
+    assert "predicted by 1 member, each test row by all 5" in ensemble.cv_caveat(5, 1)
+    assert "predicted by 3 members, each test row by all 15" in ensemble.cv_caveat(5, 3)

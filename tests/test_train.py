@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import signal
 import subprocess
@@ -57,6 +58,8 @@ def test_run_folder_is_complete_and_loadable(tiny_data):
         assert (run_dir / name).is_file(), name
     config = storage.read_json(run_dir / "config.json")
     resolved = settings.resolved(gpu=False, cpu_bfloat16=backend.cpu_bfloat16())
+    # A tiny run trains in one process on every core; the thread count is part of the run's identity.
+    resolved = dataclasses.replace(resolved, cpu_threads=backend.cpu_cores())
     assert TrainSettings.from_dict(config["settings"]) == resolved
     assert config["settings"]["precision"] in ("float32", "bfloat16")
     assert config["settings"]["epoch_validation"] is False  # CPU default: the fold is scored once, at the end
@@ -380,3 +383,28 @@ def test_each_worker_gets_its_own_gpu(tiny_data, monkeypatch, tmp_path, visible,
     seen = sorted(record.read_text().split("\n")[:-1])
     # Members alternate over the workers: f0-s0 and f0-s1 on the first GPU, f1-s0 and f1-s1 on the second.
     assert seen == [f"{expected[0]} f0-s0 f0-s1", f"{expected[1]} f1-s0 f1-s1"]
+
+
+def test_time_estimate_with_workers_lasts_as_long_as_the_busiest_share():
+    # 3 members on 2 workers: one worker trains 2 of them, so the run takes 2 members' time.
+    assert training.estimate_seconds(3, 3, 1000, 500, 100.0, 250.0, 4.0, workers=2) == pytest.approx(72.0)
+    assert training.estimate_seconds(4, 3, 1000, 500, 100.0, 250.0, 4.0, workers=4) == pytest.approx(36.0)
+
+
+@pytest.mark.parametrize(
+    ("cores", "members", "epochs", "backend_name", "expected"),
+    [
+        (2, 5, 15, "tensorflow", 2),  # the default run
+        (8, 5, 15, "tensorflow", 2),  # more cores: still two, the measured case
+        (1, 5, 15, "tensorflow", 1),  # one core: nothing to share
+        (2, 1, 15, "tensorflow", 1),  # one member
+        (2, 1, 1, "tensorflow", 1),  # 33,600 images: start-up would eat the gain
+        (2, 5, 15, "jax", 1),  # thread caps are TensorFlow's
+    ],
+)
+def test_cpu_workers_side_by_side_only_where_they_pay(
+    monkeypatch, cores, members, epochs, backend_name, expected
+):
+    monkeypatch.setattr(training.backend, "cpu_cores", lambda: cores)
+    settings = TrainSettings(epochs=epochs, backend=backend_name)
+    assert training.cpu_workers(settings, members, 33_600) == expected
