@@ -13,7 +13,10 @@ from competition.settings import TrainSettings
 
 DEFAULTS = TrainSettings()
 BATCH_HELP = "Training batch size; 0 = auto: 64 on CPU (the recipe), 256 on a GPU."
-LR_HELP = "Starting learning rate (Adam); 0 = auto: 1e-3 x sqrt(batch size / 64)."
+LR_HELP = (
+    "Learning rate (Adam; the peak of the cosine schedule); 0 = auto: 2e-3 for cosine, 1e-3 for the "
+    "other schedules, x sqrt(batch size / 64)."
+)
 WEIGHTS_HELP = (
     "mean (plain average of the members) or oof (blend weights from greedy selection, fitted fold by fold "
     "on the other folds' out-of-fold rows; kept only if not below the plain mean)."

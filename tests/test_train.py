@@ -124,7 +124,7 @@ class Interrupt(keras.callbacks.Callback):
 @pytest.mark.parametrize(
     "variant",
     [
-        {},
+        {"schedule": "exponential"},
         # Stateful callbacks: their counters and best weights must come back too.
         {"schedule": "plateau", "early_stopping": 1},
         # Killed while swapping backup folders: the previous complete epoch is used.
@@ -193,11 +193,18 @@ def test_a_failing_worker_stops_the_run_with_one_line(tiny_data, monkeypatch, tm
 
 def test_automatic_batch_size_and_learning_rate():
     cpu, gpu = TrainSettings().resolved(gpu=False), TrainSettings().resolved(gpu=True)
-    assert (cpu.batch_size, cpu.learning_rate) == (64, 1e-3)  # the recipe
-    assert gpu.batch_size == 256 and gpu.learning_rate == pytest.approx(2e-3)
+    assert (cpu.batch_size, cpu.learning_rate) == (64, 2e-3)  # the cosine schedule's peak
+    assert gpu.batch_size == 256 and gpu.learning_rate == pytest.approx(4e-3)
+    old = TrainSettings(schedule="exponential").resolved(gpu=False)
+    assert (old.batch_size, old.learning_rate) == (64, 1e-3)  # the 2018 recipe
     mine = TrainSettings(batch_size=32, learning_rate=5e-4).resolved(gpu=True)
     assert (mine.batch_size, mine.learning_rate) == (32, 5e-4)  # given values are kept
-    assert TrainSettings(batch_size=16).resolved(gpu=False).learning_rate == pytest.approx(5e-4)
+    assert TrainSettings(batch_size=16).resolved(gpu=False).learning_rate == pytest.approx(1e-3)
+    # No room for a warmup epoch in a 1-epoch run; given longer warmups are cut to leave one epoch.
+    assert TrainSettings(epochs=1).resolved(gpu=False).warmup_epochs == 0
+    assert TrainSettings(epochs=3, warmup_epochs=5).resolved(gpu=False).warmup_epochs == 2
+    with pytest.raises(ValueError, match="--warmup-epochs must be 0 or more"):
+        TrainSettings(warmup_epochs=-1)
 
 
 def test_automatic_precision_and_epoch_validation():
