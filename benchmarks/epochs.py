@@ -58,7 +58,7 @@ def main() -> None:
     )
 
     base = [f"--folds={args.folds}", f"--seeds={args.seeds}", f"--epochs={args.epochs}", "--epoch-validation"]
-    runs: dict[str, Path] = {}
+    runs: dict[str, list[Path]] = {v: [] for v in args.variant}  # per variant, each seed's run folder
     seconds: dict[str, list[float]] = {v: [] for v in args.variant}
     for seed_index in range(args.seeds):
         for variant in args.variant:
@@ -69,17 +69,18 @@ def main() -> None:
                 raise SystemExit(f"{' '.join(command)} failed:\n{done.stdout[-2000:]}{done.stderr[-2000:]}")
             seconds[variant].append(time.perf_counter() - started)
             line = next(x for x in done.stdout.splitlines() if "members into" in x or "unfinished run" in x)
-            runs[variant] = Path(line.split()[-1])
+            runs[variant].append(Path(line.split()[-1]))
 
     device = device_name("tensorflow")
     print(f"fold 0 of {args.folds}, {args.seeds} seeds, {device}")
     for variant in args.variant:
-        run_dir = runs[variant]
-        settings = json.loads((run_dir / "config.json").read_text())["settings"]
-        curves = [[float(r["val_accuracy"]) for r in history(run_dir, f"f0-s{i}")] for i in range(args.seeds)]
+        # Normally one folder per variant; two if the code changed the run's identity mid-benchmark.
+        folders = runs[variant]
+        settings = json.loads((folders[-1] / "config.json").read_text())["settings"]
+        curves = [[float(r["val_accuracy"]) for r in history(d, f"f0-s{i}")] for i, d in enumerate(folders)]
         finals = [
-            json.loads((run_dir / "members" / f"f0-s{i}" / "member.json").read_text())
-            for i in range(args.seeds)
+            json.loads((d / "members" / f"f0-s{i}" / "member.json").read_text())
+            for i, d in enumerate(folders)
         ]
         per_epoch = [
             {

@@ -177,7 +177,7 @@ def _train_members(run_dir, settings, members, images, labels, test_images, fold
 
 # Below this many training images (under a minute of training) starting processes, each importing
 # TensorFlow and loading the data, would eat what side-by-side members gain.
-CPU_WORKERS_MIN_IMAGES = 60_000
+CPU_WORKERS_MIN_IMAGES = 40_000
 # Below this many, a run takes a few minutes at most: not worth timing steps for an estimate.
 ESTIMATE_MIN_IMAGES = 300_000
 
