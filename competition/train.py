@@ -107,7 +107,9 @@ def train(
         # Members share the cores instead of each using them all (see cpu_workers); every process that
         # trains, this one included, caps its threads to the run's count. Before this process's first op.
         backend.limit_cpu_threads(settings.cpu_threads)
-    auto = len(gpus) or max(1, backend.cpu_cores() // max(1, settings.cpu_threads))
+    # On a CPU: as many processes of the run's thread count as the cores hold, at most the two measured
+    # (a run resumed on a bigger machine keeps its thread count, so its numbers stay the same).
+    auto = len(gpus) or max(1, min(2, backend.cpu_cores() // max(1, settings.cpu_threads)))
     workers = min(len(todo), workers or auto)
     steps_per_epoch = -(-train_rows // settings.batch_size)
     estimate = None
@@ -183,8 +185,8 @@ ESTIMATE_MIN_IMAGES = 300_000
 
 
 def cpu_workers(settings: TrainSettings, members: int, train_rows: int) -> int:
-    """Training processes for a CPU run: two side by side, one core each, on a machine with two or more
-    cores, for runs big enough to pay for starting them; else one. Measured on 2 cores (benchmarks/
+    """Training processes for a CPU run: two side by side, each with half the cores, on a machine with
+    two or more cores, for runs big enough to pay for starting them; else one. Measured on 2 cores (benchmarks/
     README.md, "Members side by side"): the batch-64 CNN spends much of each step in small ops that do
     not split well over threads, so two single-threaded members train more images per second than one
     member on both cores. More than two would multiply the memory (~1 GB each) for a gain not measured."""
