@@ -84,6 +84,8 @@ class TrainSettings:
             problems.append("--warmup-epochs must be 0 or more")
         if self.cpu_threads < 0:
             problems.append("cpu_threads must be 0 (automatic) or positive")
+        if self.early_stopping < 0:
+            problems.append("--early-stopping must be 0 (off) or a positive number of epochs")
         if self.subset < 0:
             problems.append("--subset must be 0 (all rows) or a positive number of rows")
         for name, value, allowed in (

@@ -593,6 +593,12 @@ def _duration(seconds: float) -> str:
 
 
 def _training_rows(dataset: data.Dataset, settings: TrainSettings) -> tuple[np.ndarray, np.ndarray]:
+    if settings.subset > len(dataset.train_labels):
+        # config.json would say N rows while fewer were trained on.
+        raise UserError(
+            f"--subset {settings.subset:,} is more than train.csv's {len(dataset.train_labels):,} rows: "
+            "use a smaller --subset, or 0 for all rows"
+        )
     if settings.subset:
         return dataset.train_images[: settings.subset], dataset.train_labels[: settings.subset]
     return dataset.train_images, dataset.train_labels

@@ -368,6 +368,16 @@ def test_train_errors_are_one_line(workspace, tmp_path):
     assert_clean_failure(run_cli("train", "--folds", "1", cwd=workspace), "--folds must be at least 2")
     assert_clean_failure(run_cli("train", "--backend", "theano", cwd=workspace), "--backend must be one of")
     assert_clean_failure(run_cli("train", "--batch-size", "-1", cwd=workspace), "--batch-size and --lr")
+    assert_clean_failure(
+        run_cli("train", "--early-stopping", "-3", cwd=workspace), "--early-stopping must be 0 (off)"
+    )
+
+
+def test_a_subset_larger_than_train_csv_is_refused_before_any_run_exists(tiny_data):
+    # Training on 600 rows while config.json says 999,999 would make the run lie about itself.
+    with pytest.raises(training.UserError, match="--subset 999,999 is more than train.csv's 600 rows"):
+        training.train(TrainSettings(**{**TINY, "subset": 999_999}), quiet=True)
+    assert not (tiny_data / "ensembles").exists() or not any((tiny_data / "ensembles").iterdir())
 
 
 @pytest.mark.parametrize("visible, expected", [(None, ["0", "1"]), ("2,3", ["2", "3"])])
