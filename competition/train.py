@@ -103,10 +103,6 @@ def train(
     if only is not None:
         todo = [m for m in todo if _member_name(*m) in only]
     train_rows = int(np.sum(folds != 0))
-    if not gpus:
-        # Members share the cores instead of each using them all (see cpu_workers); every process that
-        # trains, this one included, caps its threads to the run's count. Before this process's first op.
-        backend.limit_cpu_threads(settings.cpu_threads)
     # On a CPU: as many processes of the run's thread count as the cores hold, at most the two measured
     # (a run resumed on a bigger machine keeps its thread count, so its numbers stay the same).
     auto = len(gpus) or max(1, min(2, backend.cpu_cores() // max(1, settings.cpu_threads)))
@@ -152,10 +148,7 @@ def work(run_dir: Path, names: list[str]) -> None:
     dataset = data.load()
     if dataset.train_sha256 != config["train_sha256"]:
         raise UserError(f"train.csv changed since {run_dir.name} started: rerun `kaggle-mnist train`")
-    gpus = backend.gpus()
-    if not gpus and settings.cpu_threads:
-        backend.limit_cpu_threads(settings.cpu_threads)
-    _configure_device(settings, gpus)
+    _configure_device(settings, backend.gpus())
     images, labels = _training_rows(dataset, settings)
     members = [m for m in settings.members if _member_dir(run_dir, *m).name in names]
     folds = np.load(run_dir / "folds.npy")
@@ -502,12 +495,17 @@ POLICIES = {"float32": "float32", "mixed": "mixed_float16", "bfloat16": "mixed_b
 
 
 def _configure_device(settings: TrainSettings, gpus: list[str]) -> None:
-    """The Keras dtype policy for the run's (resolved) precision; deterministic kernels on a CPU."""
+    """The Keras dtype policy for the run's (resolved) precision; on a CPU, deterministic kernels and the
+    run's thread count. Every process that trains members of the run (this one, or its workers) calls
+    it before its first op."""
     # Runs saved before precision was resolved into config.json say "auto".
     policy = POLICIES.get(settings.precision, "mixed_float16" if gpus else "float32")
     keras.mixed_precision.set_global_policy(policy)
     if not gpus:
         backend.make_deterministic()
+        if settings.cpu_threads:
+            # Members share the cores instead of each using them all (see cpu_workers).
+            backend.limit_cpu_threads(settings.cpu_threads)
 
 
 def estimate_seconds(
