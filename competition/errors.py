@@ -8,3 +8,4 @@ class UserError(Exception):
         super().__init__(message)
         self.message = message
         self.exit_code = exit_code
+        self.status: int | None = None  # the HTTP status, for errors that came from the Kaggle API

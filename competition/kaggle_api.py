@@ -174,7 +174,9 @@ def _with_retries(call: Callable[[], T], action: str) -> T:
             if attempt < ATTEMPTS and (status == 429 or (status is not None and status >= 500)):
                 time.sleep(_retry_after(exc) or BACKOFF_SECONDS * 2 ** (attempt - 1))
                 continue
-            raise _explain(exc, action, attempts=attempt) from None
+            error = _explain(exc, action, attempts=attempt)
+            error.status = status  # callers may treat some statuses as advisory
+            raise error from None
     raise AssertionError("unreachable")
 
 
@@ -253,9 +255,10 @@ def _explain(exc: BaseException, action: str, attempts: int = 1) -> UserError:
         )
     if status is not None:
         return UserError(f"Kaggle answered HTTP {status} while {action}: {detail or 'no details'}")
-    if isinstance(exc, (requests.exceptions.ChunkedEncodingError, ValueError)) or "IncompleteRead" in repr(
-        exc
-    ):
+    # A truncated body surfaces as ChunkedEncodingError, IncompleteRead, or (while downloading, from the
+    # client's own length check) a ValueError; a ValueError elsewhere is something else.
+    cut_short = isinstance(exc, requests.exceptions.ChunkedEncodingError) or "IncompleteRead" in repr(exc)
+    if cut_short or (isinstance(exc, ValueError) and action.startswith("downloading")):
         got = re.search(r"IncompleteRead\((\d+) bytes read, (\d+) more expected", repr(exc))
         how = f"{int(got[1]):,} of {int(got[1]) + int(got[2]):,} bytes arrived" if got else _one_line(exc)
         return UserError(

@@ -7,6 +7,7 @@ never reaches Kaggle and never costs one of the day's submissions.
 from __future__ import annotations
 
 import csv
+import re
 import shutil
 import time
 from pathlib import Path
@@ -14,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from competition import paths, storage
+from competition import locks, paths, storage
 from competition.errors import UserError
 
 HEADER = ["ImageId", "Label"]
@@ -42,41 +43,56 @@ def submission_frame(probabilities: np.ndarray) -> pd.DataFrame:
 
 
 def validation_errors(path: Path, expected_rows: int | None) -> list[str]:
-    """Everything wrong with a submission file, in words; empty when it is valid."""
+    """Everything wrong with a submission file, in words; empty when it is valid.
+
+    Accepts what Kaggle accepts: a UTF-8 byte-order mark (Excel writes one) and rows in any order, as
+    long as the ImageIds are exactly 1..N once each.
+    """
     path = Path(path)
+    if path.is_dir():
+        return [f"{path} is a folder, not a CSV file"]
     if not path.is_file():
         return [f"{path} does not exist"]
     try:
-        with open(path, newline="", encoding="utf-8") as handle:
+        with open(path, newline="", encoding="utf-8-sig") as handle:
             rows = list(csv.reader(handle))
-    except (OSError, UnicodeDecodeError) as exc:
-        return [f"{path} cannot be read ({exc})"]
+    except (OSError, UnicodeDecodeError, csv.Error) as exc:
+        return [f"{path} cannot be read as a UTF-8 CSV file ({type(exc).__name__}: {exc})"]
     if not rows or [c.strip() for c in rows[0]] != HEADER:
         return [f"the header must be 'ImageId,Label', not {','.join(rows[0]) if rows else '(empty file)'!r}"]
     body = [r for r in rows[1:] if r]
     errors = []
     if expected_rows is not None and len(body) != expected_rows:
         errors.append(f"it has {len(body):,} rows, test.csv has {expected_rows:,}")
-    ids, seen = [], set()
+    seen: set[int] = set()
     for line, row in enumerate(body, start=2):
         if len(row) != 2:
             errors.append(f"line {line} has {len(row)} values, expected 2")
             break
         image_id, label = row[0].strip(), row[1].strip()
-        if not image_id.isdigit():
+        # ASCII digits only: str.isdigit() also takes '³' or '٣', which int() or Kaggle then refuse.
+        if not _ASCII_NUMBER.fullmatch(image_id) or int(image_id) == 0:
             errors.append(f"line {line}: ImageId {image_id!r} is not a positive integer")
             break
-        if not (label.isdigit() and 0 <= int(label) <= 9):
+        if not _ASCII_DIGIT.fullmatch(label):
             errors.append(f"line {line}: Label {label!r} is not a digit 0-9")
             break
-        if image_id in seen:
-            errors.append(f"line {line}: ImageId {image_id} appears twice")
+        if int(image_id) in seen:
+            errors.append(f"line {line}: ImageId {int(image_id)} appears twice")
             break
-        seen.add(image_id)
-        ids.append(int(image_id))
-    if not errors and ids != list(range(1, len(ids) + 1)):
-        errors.append("ImageIds must run 1, 2, 3, ... in order, one per test.csv row")
+        seen.add(int(image_id))
+    if not errors:
+        beyond = sorted(i for i in seen if i > len(body))
+        if beyond:
+            errors.append(
+                f"ImageId {beyond[0]} is beyond the {len(body):,} rows: ImageIds must be 1 to "
+                f"{len(body):,}, one per test.csv row"
+            )
     return errors
+
+
+_ASCII_NUMBER = re.compile(r"[0-9]+")
+_ASCII_DIGIT = re.compile(r"[0-9]")
 
 
 def check_file(path: Path, expected_rows: int | None) -> None:
@@ -115,20 +131,24 @@ def read_ledger() -> pd.DataFrame:
     return pd.read_csv(path, dtype=str, keep_default_na=False)
 
 
-def record(entry: dict) -> None:
-    """Adds or updates (by submission ref) one ledger row; the whole file is rewritten atomically."""
-    ledger = read_ledger()
-    row = {
-        column: "" if entry.get(column) is None else str(entry.get(column, "")) for column in LEDGER_COLUMNS
-    }
-    match = ledger.index[ledger["ref"] == row["ref"]] if row["ref"] else []
-    if len(match):
-        for column, value in row.items():
-            if value != "":
-                ledger.loc[match[0], column] = value
-    else:
-        ledger = pd.concat([ledger, pd.DataFrame([row])], ignore_index=True)
-    storage.write_atomic(ledger_path(), lambda tmp: ledger.to_csv(tmp, index=False))
+def record(entry: dict, key: dict | None = None) -> None:
+    """Adds or updates one ledger row, found by `key` (column values; default: the entry's submission
+    ref); the whole file is rewritten atomically, under a lock so two submits cannot lose a row."""
+    with locks.hold(ledger_path().with_name(".ledger.lock"), "the submissions ledger", wait=True):
+        ledger = read_ledger()
+        row = {
+            column: "" if entry.get(column) is None else str(entry.get(column, ""))
+            for column in LEDGER_COLUMNS
+        }
+        key = key if key is not None else ({"ref": row["ref"]} if row["ref"] else {})
+        match = ledger.index[np.logical_and.reduce([ledger[c] == str(v) for c, v in key.items()])] if key else []
+        if len(match):
+            for column, value in row.items():
+                if value != "":
+                    ledger.loc[match[0], column] = value
+        else:
+            ledger = pd.concat([ledger, pd.DataFrame([row])], ignore_index=True)
+        storage.write_atomic(ledger_path(), lambda tmp: ledger.to_csv(tmp, index=False))
 
 
 def now() -> str:
@@ -155,11 +175,11 @@ def submit(
     from competition import kaggle_api
 
     path = Path(file) if file is not None else paths.workspace() / "submission.csv"
-    check_file(path, _test_rows())
+    check_file(path, expected_rows())
     run_id, cv = _run_of(path)
     message = message or (f"kaggle-mnist {run_id} CV {cv:.5f}" if run_id else f"kaggle-mnist {path.name}")
 
-    limits = kaggle_api.submission_limits()
+    limits = _submission_limits(log)
     if limits is not None and getattr(limits, "num_allowed_now", 1) == 0:
         raise UserError(
             f"no submissions left today ({getattr(limits, 'num_today', '?')} made); Kaggle's daily limit resets "
@@ -180,13 +200,41 @@ def submit(
     record(entry)
     log(f"Submitted {path} as '{message}' (ref {ref or 'unknown'}).")
     if wait:
-        entry.update(_wait_for_score(ref, message, log, poll_seconds, max_wait_seconds))
+        try:
+            entry.update(_wait_for_score(entry, log, poll_seconds, max_wait_seconds))
+        except UserError as exc:
+            if "could not score" in exc.message:
+                raise
+            # The upload is done and counted: say so, or the user submits the same file twice.
+            raise UserError(
+                f"the file was submitted (ref {ref or 'unknown'}, recorded in {ledger_path()}) but its "
+                f"score could not be fetched: {exc.message}. Do not submit it again: "
+                "`kaggle-mnist submissions` shows its score later"
+            ) from None
     return entry
 
 
-def _wait_for_score(ref: str, message: str, log, poll_seconds: float, max_wait_seconds: float) -> dict:
+def _submission_limits(log):
+    """Today's allowance, or None when Kaggle cannot tell us: the check only saves a wasted upload, so
+    its failure does not block one (Kaggle refuses an upload over the limit itself). Credentials and
+    rules problems are real, though: the upload would fail the same way."""
     from competition import kaggle_api
 
+    try:
+        return kaggle_api.submission_limits()
+    except UserError as exc:
+        if exc.status in (401, 403):
+            raise
+        log(f"warning: could not check today's submission count ({exc.message}); submitting anyway")
+        return None
+
+
+def _wait_for_score(entry: dict, log, poll_seconds: float, max_wait_seconds: float) -> dict:
+    from competition import kaggle_api
+
+    ref, message = entry["ref"], entry["message"]
+    # Without a ref the ledger row is found again by its time and file, so it is updated, not doubled.
+    key = {"ref": ref} if ref else {"time": entry["time"], "sha256": entry["sha256"]}
     deadline = time.monotonic() + max_wait_seconds
     while True:
         mine = [
@@ -197,12 +245,13 @@ def _wait_for_score(ref: str, message: str, log, poll_seconds: float, max_wait_s
         status = str(_field(mine[0], "status")).split(".")[-1].upper() if mine else "PENDING"
         if status in ("COMPLETE", "ERROR"):
             score = str(_field(mine[0], "public_score") or "")
-            record({"ref": ref, "status": status, "public_score": score})
+            found = {"ref": ref or _ref(mine[0]), "status": status, "public_score": score}
+            record(found, key=key)
             if status == "ERROR":
                 reason = _field(mine[0], "error_description") or "no reason given"
-                raise UserError(f"Kaggle could not score the submission (ref {ref}): {reason}")
+                raise UserError(f"Kaggle could not score the submission (ref {found['ref']}): {reason}")
             log(f"Public score: {score}")
-            return {"status": status, "public_score": score}
+            return found
         if time.monotonic() > deadline:
             raise UserError(
                 f"the submission (ref {ref}) is still {status} after {max_wait_seconds:.0f} s: "
@@ -241,13 +290,15 @@ def _ref(item) -> str:
     return str(_field(item, "ref") or "")
 
 
-def _test_rows() -> int | None:
+def expected_rows() -> int:
+    """Rows the submission must have: the local test.csv's, or without local data the competition's
+    (Kaggle knows its test has 28,000 rows, and a file of any other length wastes a daily submission)."""
     from competition import data
 
     try:
         return len(data.load().test_images)
     except UserError:
-        return None  # no local data: the other checks still apply
+        return data.COMPETITION_ROWS[data.TEST]
 
 
 def _run_of(path: Path) -> tuple[str | None, float | None]:

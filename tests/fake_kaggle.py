@@ -41,6 +41,7 @@ class KaggleState:
     allowed_per_day: int = 5
     submit_status: str = "COMPLETE"
     fail_upload: bool = False
+    no_ref: bool = False  # CreateSubmission answers without a ref (seen from older API versions)
 
 
 class FakeKaggle:
@@ -219,7 +220,10 @@ class _Handler(BaseHTTPRequestHandler):
                 "counted": True,
             }
         )
-        self._send_json(200, {"message": "Successfully submitted to Digit Recognizer", "ref": ref})
+        answer = {"message": "Successfully submitted to Digit Recognizer", "ref": ref}
+        if state.no_ref:
+            del answer["ref"]
+        self._send_json(200, answer)
 
     def _api_ListSubmissions(self, payload: dict) -> None:
         subs = [{k: v for k, v in s.items() if k != "counted"} for s in reversed(self.fake.state.submissions)]

@@ -70,9 +70,16 @@ def test_invalid_files_are_never_uploaded(workspace, tmp_path, kaggle, labels, n
     assert "StartSubmissionUpload" not in kaggle.methods_called() and not kaggle.state.uploads
 
 
+def fetched(workspace, tmp_path, kaggle) -> dict[str, str]:
+    """The environment for the CLI, with the competition data fetched (so test.csv has N_TEST rows)."""
+    env = kaggle_env(tmp_path, kaggle.proxy)
+    assert run_cli("fetch", cwd=workspace, env=env).returncode == 0
+    return env
+
+
 def test_daily_limit_reached(workspace, tmp_path, kaggle):
     kaggle.state.allowed_per_day = 0
-    env = kaggle_env(tmp_path, kaggle.proxy)
+    env = fetched(workspace, tmp_path, kaggle)
     write_submission(workspace, [1] * N_TEST)
     result = run_cli("submit", cwd=workspace, env=env)
     assert_clean_failure(result, "no submissions left today", "00:00 UTC")
@@ -81,7 +88,7 @@ def test_daily_limit_reached(workspace, tmp_path, kaggle):
 
 def test_could_not_submit_is_a_failure(workspace, tmp_path, kaggle):
     kaggle.state.fail_upload = True
-    env = kaggle_env(tmp_path, kaggle.proxy)
+    env = fetched(workspace, tmp_path, kaggle)
     write_submission(workspace, [1] * N_TEST)
     result = run_cli("submit", cwd=workspace, env=env)
     assert_clean_failure(result, "Could not submit to competition")
@@ -90,7 +97,7 @@ def test_could_not_submit_is_a_failure(workspace, tmp_path, kaggle):
 
 def test_error_status_is_reported(workspace, tmp_path, kaggle):
     kaggle.state.submit_status = "ERROR"
-    env = kaggle_env(tmp_path, kaggle.proxy)
+    env = fetched(workspace, tmp_path, kaggle)
     write_submission(workspace, [1] * N_TEST)
     result = run_cli("submit", "--wait", "--message", "try", cwd=workspace, env=env)
     assert_clean_failure(result, "could not score")
@@ -101,7 +108,7 @@ def test_error_status_is_reported(workspace, tmp_path, kaggle):
 @pytest.mark.parametrize("status, needle", [(401, "rejected your credentials"), (403, "rules")])
 def test_submit_api_errors(workspace, tmp_path, kaggle, status, needle):
     kaggle.state.always["GetSubmissionLimits"] = status
-    env = kaggle_env(tmp_path, kaggle.proxy)
+    env = fetched(workspace, tmp_path, kaggle)
     write_submission(workspace, [1] * N_TEST)
     assert_clean_failure(run_cli("submit", cwd=workspace, env=env), needle)
 
@@ -115,3 +122,42 @@ def test_submissions_with_an_empty_ledger_needs_no_credentials(workspace):
     shown = run_cli("submissions", cwd=workspace)
     assert shown.returncode == 0, shown.output
     assert "No submissions recorded yet" in shown.stdout
+
+
+def test_submit_without_local_data_needs_the_competition_row_count(workspace, tmp_path, kaggle):
+    env = kaggle_env(tmp_path, kaggle.proxy)  # no fetch: Kaggle's test has 28,000 rows
+    write_submission(workspace, [1] * N_TEST)
+    assert_clean_failure(run_cli("submit", cwd=workspace, env=env), "40 rows, test.csv has 28,000")
+    assert not kaggle.state.uploads
+
+
+def test_a_failing_limits_check_does_not_block_the_submission(workspace, tmp_path, kaggle):
+    env = fetched(workspace, tmp_path, kaggle)
+    kaggle.state.always["GetSubmissionLimits"] = 400
+    write_submission(workspace, [1] * N_TEST)
+    result = run_cli("submit", cwd=workspace, env=env)
+    assert result.returncode == 0, result.output
+    assert "could not check today's submission count" in result.output
+    assert kaggle.methods_called().count("CreateSubmission") == 1
+
+
+def test_a_failed_score_poll_says_the_file_was_submitted(workspace, tmp_path, kaggle):
+    env = fetched(workspace, tmp_path, kaggle)
+    kaggle.state.always["ListSubmissions"] = 400
+    write_submission(workspace, [1] * N_TEST)
+    result = run_cli("submit", "--wait", cwd=workspace, env=env)
+    assert_clean_failure(result, "the file was submitted (ref 1000", "Do not submit it again")
+    assert kaggle.methods_called().count("CreateSubmission") == 1
+    ledger = pd.read_csv(workspace / "submissions" / "ledger.csv", dtype=str, keep_default_na=False)
+    assert ledger["ref"].tolist() == ["1000"]
+
+
+def test_a_submission_without_a_ref_is_one_ledger_row(workspace, tmp_path, kaggle):
+    env = fetched(workspace, tmp_path, kaggle)
+    kaggle.state.no_ref = True
+    write_submission(workspace, [1] * N_TEST)
+    result = run_cli("submit", "--wait", "--message", "no ref", cwd=workspace, env=env)
+    assert result.returncode == 0, result.output
+    ledger = pd.read_csv(workspace / "submissions" / "ledger.csv", dtype=str, keep_default_na=False)
+    assert len(ledger) == 1, ledger
+    assert ledger.loc[0, "status"] == "COMPLETE" and ledger.loc[0, "ref"] == "1000"
