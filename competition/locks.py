@@ -17,7 +17,9 @@ from competition.errors import UserError
 
 
 @contextlib.contextmanager
-def hold(path: Path, what: str, wait: bool = False, log: Callable[[str], None] | None = None) -> Iterator[None]:
+def hold(
+    path: Path, what: str, wait: bool = False, log: Callable[[str], None] | None = None
+) -> Iterator[None]:
     """Holds the lock file `path` for the block.
 
     `wait`: for short work (a fetch, a ledger update) wait for the other process; otherwise (a

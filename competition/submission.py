@@ -141,7 +141,9 @@ def record(entry: dict, key: dict | None = None) -> None:
             for column in LEDGER_COLUMNS
         }
         key = key if key is not None else ({"ref": row["ref"]} if row["ref"] else {})
-        match = ledger.index[np.logical_and.reduce([ledger[c] == str(v) for c, v in key.items()])] if key else []
+        match = (
+            ledger.index[np.logical_and.reduce([ledger[c] == str(v) for c, v in key.items()])] if key else []
+        )
         if len(match):
             for column, value in row.items():
                 if value != "":

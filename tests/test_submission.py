@@ -78,7 +78,9 @@ def test_what_kaggle_accepts_is_accepted(tmp_path, body):
 
 def test_a_folder_or_missing_file_is_named_as_such(tmp_path):
     assert submission.validation_errors(tmp_path, 3) == [f"{tmp_path} is a folder, not a CSV file"]
-    assert submission.validation_errors(tmp_path / "nope.csv", 3) == [f"{tmp_path / 'nope.csv'} does not exist"]
+    assert submission.validation_errors(tmp_path / "nope.csv", 3) == [
+        f"{tmp_path / 'nope.csv'} does not exist"
+    ]
 
 
 def test_without_local_data_the_competition_test_size_is_required(workspace):
