@@ -8,6 +8,7 @@ target and swapped in only when all is well, so `data/digit-recognizer/` is eith
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 import shutil
 import warnings
@@ -19,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from competition import COMPETITION, paths, storage
+from competition import COMPETITION, locks, paths, storage
 from competition.errors import UserError
 
 TRAIN, TEST, SAMPLE = "train.csv", "test.csv", "sample_submission.csv"
@@ -30,7 +31,8 @@ NUM_CLASSES = 10
 PIXEL_COLUMNS = [f"pixel{i}" for i in range(NUM_PIXELS)]
 # What the real competition ships; other counts are allowed (subsets, stand-ins) but reported.
 COMPETITION_ROWS = {TRAIN: 42_000, TEST: 28_000}
-CACHE_VERSION = 1
+CACHE_VERSION = 2  # 2: the manifest holds every array's sha256, checked on every load
+ARRAYS = ("train_images", "train_labels", "test_images")
 
 Log = Callable[[str], None]
 
@@ -44,6 +46,8 @@ class Dataset:
     test_images: np.ndarray
     train_sha256: str
     test_sha256: str
+    # sha256 of each cached array file, as verified when loaded: what a run was actually trained on.
+    arrays_sha256: dict[str, str] = dataclasses.field(default_factory=dict)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -51,19 +55,27 @@ class Dataset:
 
 
 def fetch(source: Path | None = None, force: bool = False, log: Log = print) -> dict:
-    """Puts validated train/test CSVs and their cache into `data/digit-recognizer/`; returns the summary."""
+    """Puts validated train/test CSVs and their cache into `data/digit-recognizer/`; returns the summary.
+
+    One fetch at a time per workspace: a second waits for the first, then finds the data in place."""
     target = paths.data_dir()
+    _ensure_writable(target.parent)
+    with locks.hold(_lock_path(target), f"{target}", wait=True, log=log):
+        return _fetch(target, source, force, log)
+
+
+def _fetch(target: Path, source: Path | None, force: bool, log: Log) -> dict:
     if not force:
-        summary = _cached_summary(target)
+        summary = _cached_summary(target, log, check_csvs=True)
         if summary is None and _has_csvs(target) and source is None:
-            # The CSVs are there but changed or never cached: revalidate them, no download needed.
+            # The CSVs are there but changed, never cached, or the cache is damaged: revalidate them and
+            # rebuild the cache, no download needed.
             summary = _build_cache(target)
         if summary is not None:
             log(f"Data already in {target} (validated); nothing to fetch. Use --force to fetch again.")
             _log_summary(summary, log)
             return summary
 
-    _ensure_writable(target.parent)
     staging = target.parent / f".{target.name}.partial-{os.getpid()}"
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir(parents=True)
@@ -83,24 +95,27 @@ def fetch(source: Path | None = None, force: bool = False, log: Log = print) -> 
     return summary
 
 
-def load(data_dir: Path | None = None) -> Dataset:
-    """Loads the cached arrays (well under a second); rebuilds the cache if a CSV changed."""
+def load(data_dir: Path | None = None, log: Log = print) -> Dataset:
+    """Loads the cached arrays (well under a second), each checked against the sha256 recorded when it
+    was written; rebuilds the cache from the CSVs if a CSV changed or an array is damaged."""
     data_dir = Path(data_dir) if data_dir is not None else paths.data_dir()
-    summary = _cached_summary(data_dir)
+    summary = _cached_summary(data_dir, log)
     if summary is None:
         if not _has_csvs(data_dir):
             raise UserError(
                 f"no competition data in {data_dir}: run `kaggle-mnist fetch` first "
                 "(or `kaggle-mnist fetch --from digit-recognizer.zip` with a local copy)"
             )
-        summary = _build_cache(data_dir)
+        with locks.hold(_lock_path(data_dir), f"{data_dir}", wait=True, log=log):
+            # Another process may have rebuilt it while this one waited.
+            summary = _cached_summary(data_dir, log=lambda _: None) or _build_cache(data_dir)
     cache = data_dir / "cache"
+    arrays = {name: np.load(cache / f"{name}.npy") for name in ARRAYS}
     return Dataset(
-        train_images=np.load(cache / "train_images.npy"),
-        train_labels=np.load(cache / "train_labels.npy"),
-        test_images=np.load(cache / "test_images.npy"),
+        **arrays,
         train_sha256=summary["files"][TRAIN]["sha256"],
         test_sha256=summary["files"][TEST]["sha256"],
+        arrays_sha256={name: summary["arrays"][name] for name in ARRAYS},
     )
 
 
@@ -135,10 +150,13 @@ def read_digits_csv(path: Path, has_labels: bool) -> tuple[np.ndarray, np.ndarra
     _check_missing(frame, name, len(expected))
     values = frame.to_numpy()
     if not np.issubdtype(values.dtype, np.integer):
-        row, col = np.argwhere(values != np.floor(values))[0]
-        raise UserError(
-            f"{name} line {row + 2}, column {frame.columns[col]}: {values[row, col].item()} is not an integer"
-        )
+        # Whole numbers written as floats (`0.0`, what pandas' to_csv writes for a float frame) are fine.
+        fractional = np.argwhere(values != np.floor(values))
+        if len(fractional):
+            row, col = fractional[0]
+            raise UserError(
+                f"{name} line {row + 2}, column {frame.columns[col]}: {values[row, col].item()} is not an integer"
+            )
     pixels = values[:, 1:] if has_labels else values
     _check_range(pixels, name, frame.columns[int(has_labels) :], 0, 255, "pixels must be integers 0-255")
     labels = None
@@ -258,13 +276,14 @@ def _build_cache(folder: Path, origin: str | None = None) -> dict:
     cache = folder / "cache"
     with contextlib.suppress(FileNotFoundError):
         (cache / "manifest.json").unlink()
-    storage.save_npy(cache / "train_images.npy", train_images)
-    storage.save_npy(cache / "train_labels.npy", train_labels)
-    storage.save_npy(cache / "test_images.npy", test_images)
+    arrays = {"train_images": train_images, "train_labels": train_labels, "test_images": test_images}
+    for name, array in arrays.items():
+        storage.save_npy(cache / f"{name}.npy", array)
     counts = np.bincount(train_labels, minlength=NUM_CLASSES)
     summary = {
         "cache_version": CACHE_VERSION,
         "files": {name: _file_stamp(folder / name) for name in NEEDED},
+        "arrays": {name: storage.sha256_file(cache / f"{name}.npy") for name in ARRAYS},
         "rows": {TRAIN: int(len(train_labels)), TEST: int(len(test_images))},
         "class_counts": {str(k): int(v) for k, v in enumerate(counts)},
     }
@@ -274,8 +293,11 @@ def _build_cache(folder: Path, origin: str | None = None) -> dict:
     return summary
 
 
-def _cached_summary(folder: Path) -> dict | None:
-    """The manifest if the cache matches the CSVs on disk (size and mtime), else None."""
+def _cached_summary(folder: Path, log: Log = print, check_csvs: bool = False) -> dict | None:
+    """The manifest if the cache is intact and matches the CSVs on disk, else None.
+
+    The CSVs are matched by size and modification time (or, with `check_csvs`, by sha256 too); every
+    cached array by its sha256, so an array overwritten, truncated or edited in place is never used."""
     manifest = folder / "cache" / "manifest.json"
     try:
         summary = storage.read_json(manifest)
@@ -286,12 +308,21 @@ def _cached_summary(folder: Path) -> dict | None:
             stamp = summary["files"][name]
             if stat.st_size != stamp["size"] or stat.st_mtime_ns != stamp["mtime_ns"]:
                 return None
-        for array in ("train_images", "train_labels", "test_images"):
-            if not (folder / "cache" / f"{array}.npy").is_file():
+            if check_csvs and storage.sha256_file(folder / name) != stamp["sha256"]:
+                log(f"{folder / name} changed since it was validated: validating it again")
+                return None
+        for name in ARRAYS:
+            array = folder / "cache" / f"{name}.npy"
+            if not array.is_file() or storage.sha256_file(array) != summary["arrays"][name]:
+                log(f"{array} is damaged (its checksum does not match): rebuilding the cache from the CSVs")
                 return None
     except (OSError, ValueError, KeyError, TypeError):
         return None
     return summary
+
+
+def _lock_path(data_dir: Path) -> Path:
+    return data_dir.parent / f".lock-{data_dir.name}"
 
 
 def _file_stamp(path: Path) -> dict:

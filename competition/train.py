@@ -76,6 +76,7 @@ def train(
         "settings": settings.to_dict(),
         "train_sha256": dataset.train_sha256,
         "test_sha256": dataset.test_sha256,
+        "arrays_sha256": dataset.arrays_sha256,  # the cached arrays actually trained on
     }
 
     unknown = sorted(set(only or []) - {_member_name(*m) for m in settings.members})
@@ -146,7 +147,7 @@ def work(run_dir: Path, names: list[str]) -> None:
     config = storage.read_json(run_dir / "config.json")
     settings = TrainSettings.from_dict(config["settings"])
     dataset = data.load()
-    if dataset.train_sha256 != config["train_sha256"]:
+    if dataset.arrays_sha256 != config["arrays_sha256"]:
         raise UserError(f"train.csv changed since {run_dir.name} started: rerun `kaggle-mnist train`")
     _configure_device(settings, backend.gpus())
     images, labels = _training_rows(dataset, settings)

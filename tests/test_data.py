@@ -72,6 +72,91 @@ def test_cache_follows_a_changed_csv(workspace, tmp_path):
     assert len(data.load().train_labels) == 40
 
 
+@pytest.mark.parametrize(
+    "damage",
+    ["zeros", "shifted labels", "truncated", "deleted"],
+)
+def test_a_damaged_cache_is_rebuilt_from_the_csvs(workspace, tmp_path, damage):
+    folder = tmp_path / "csvs"
+    digits.write_csvs(folder, 60, 20)
+    good_labels = digits.make_frames(60, 20)[0]
+    _fetch(folder)
+    cache = workspace / "data" / "digit-recognizer" / "cache"
+    if damage == "zeros":  # same size, every byte zero: every test image black
+        target = cache / "test_images.npy"
+        target.write_bytes(bytes(target.stat().st_size))
+    elif damage == "shifted labels":  # a valid .npy, but not the labels of the CSV
+        target = cache / "train_labels.npy"
+        np.save(target, np.roll(np.load(target), 1))
+    elif damage == "truncated":
+        target = cache / "train_images.npy"
+        target.write_bytes(target.read_bytes()[:1000])
+    else:
+        target = cache / "train_images.npy"
+        target.unlink()
+    lines: list[str] = []
+    loaded = data.load(log=lines.append)
+    assert f"{target} is damaged" in "\n".join(lines)
+    np.testing.assert_array_equal(loaded.train_labels, good_labels)
+    assert loaded.test_images.any()
+    # Repaired for good: the next load is silent, and fetch says the data is in place.
+    lines.clear()
+    data.load(log=lines.append)
+    assert lines == []
+    assert "nothing to fetch" in _fetch(None)[1]
+
+
+def test_fetch_revalidates_a_csv_edited_in_place(workspace, tmp_path):
+    folder = tmp_path / "csvs"
+    digits.write_csvs(folder, 60, 20)
+    _fetch(folder)
+    train = workspace / "data" / "digit-recognizer" / "train.csv"
+    stat = train.stat()
+    text = train.read_text()
+    train.write_text(text[:-2] + ("1" if text[-2] != "1" else "2") + "\n")  # one pixel, same size
+    os.utime(train, ns=(stat.st_atime_ns, stat.st_mtime_ns))  # and the same modification time
+    _, log = _fetch(None)
+    assert "changed since it was validated" in log and "nothing to fetch" in log
+
+
+def test_csv_values_written_as_floats_are_read(workspace, tmp_path):
+    folder = tmp_path / "csvs"
+    labels, images, _, _ = digits.make_frames(60, 20)
+    digits.write_csvs(folder, 60, 20)
+    train = folder / "train.csv"
+    import pandas as pd
+
+    pd.read_csv(train).astype(float).to_csv(train, index=False)  # "5.0,0.0,0.0,..."
+    assert "0.0," in train.read_text().splitlines()[1]
+    _fetch(folder)
+    np.testing.assert_array_equal(data.load().train_images, images)
+    # A real fraction is still refused, with its line and column.
+    text = train.read_text().splitlines()
+    text[3] = text[3].replace(",0.0", ",0.5", 1)
+    train.write_text("\n".join(text) + "\n")
+    with pytest.raises(UserError, match="line 4, column pixel.*0.5 is not an integer"):
+        data.read_digits_csv(train, has_labels=True)
+
+
+def test_a_second_fetch_waits_for_the_first(workspace, tmp_path):
+    from competition import locks
+
+    folder = tmp_path / "csvs"
+    digits.write_csvs(folder, 60, 20)
+    _fetch(folder)
+    lock = workspace / "data" / ".lock-digit-recognizer"
+    result = {}
+    import threading
+
+    with locks.hold(lock, "test"):
+        worker = threading.Thread(target=lambda: result.update(out=_fetch(None)[1]))
+        worker.start()
+        worker.join(timeout=1.0)
+        assert worker.is_alive()  # waiting for the lock, not fetching beside the holder
+    worker.join(timeout=30)
+    assert "Waiting for another kaggle-mnist process" in result["out"] and "nothing to fetch" in result["out"]
+
+
 def test_load_without_data_says_run_fetch(workspace):
     with pytest.raises(UserError, match="kaggle-mnist fetch"):
         data.load()
