@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
+import errno
+import os
 import sys
+import traceback
 from pathlib import Path
 from typing import Annotated
 
 import typer
+from typer.exceptions import Abort, TyperException
 
 from competition.errors import UserError
-from competition.settings import TrainSettings
+from competition.settings import Arch, Backend, Choice, Precision, Schedule, TrainSettings
 
 DEFAULTS = TrainSettings()
+DEBUG_VARIABLE = "KAGGLE_MNIST_DEBUG"
 BATCH_HELP = "Training batch size; 0 = auto: 64 on CPU (the recipe), 256 on a GPU."
 LR_HELP = (
     "Learning rate (Adam; the peak of the cosine schedule); 0 = auto: 2e-3 for cosine, 1e-3 for the "
@@ -35,9 +40,17 @@ QuietOption = Annotated[
 ]
 WorkersOption = Annotated[int, typer.Option(help=WORKERS_HELP)]
 BatchSizeOption = Annotated[int, typer.Option(help=BATCH_HELP)]
-WeightsOption = Annotated[str, typer.Option(help=WEIGHTS_HELP)]
+Weights = Choice("Weights", {"mean": "mean", "oof": "oof"})
+WeightsOption = Annotated[Weights, typer.Option(help=WEIGHTS_HELP)]
+ArchOption = Annotated[
+    Arch, typer.Option(help="Network: bncnn (the recipe), lenet or mlp (tutorial baselines).")
+]
+BackendOption = Annotated[Backend, typer.Option(help="Keras backend.")]
+SubsetOption = Annotated[
+    int, typer.Option(help="Train on the first N rows only, for a quick look (0 = all).")
+]
 PrecisionOption = Annotated[
-    str,
+    Precision,
     typer.Option(
         help="auto (mixed float16 on a GPU; mixed bfloat16 on a CPU with AVX512_BF16 or AMX, float32 on "
         "other CPUs), float32, mixed (float16) or bfloat16."
@@ -78,12 +91,17 @@ def _root(
     version: Annotated[
         bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit.")
     ] = False,
+    debug: Annotated[
+        bool, typer.Option("--debug", help=f"Show the traceback behind an error (or set {DEBUG_VARIABLE}=1).")
+    ] = False,
 ) -> None:
     """Top honest scores on Kaggle's digit-recognizer.
 
     Outputs go to the current folder (in a Kaggle notebook, /kaggle/working): data/, ensembles/,
     submissions/ and submission.csv.
     """
+    if debug:
+        os.environ[DEBUG_VARIABLE] = "1"
 
 
 @app.command()
@@ -121,12 +139,10 @@ def train(
     ] = DEFAULTS.seeds,
     epochs: Annotated[int, typer.Option(help="Epochs per member.")] = DEFAULTS.epochs,
     batch_size: BatchSizeOption = DEFAULTS.batch_size,
-    arch: Annotated[
-        str, typer.Option(help="Network: bncnn (the recipe), lenet or mlp (tutorial baselines).")
-    ] = "bncnn",
+    arch: ArchOption = DEFAULTS.arch,
     learning_rate: Annotated[float, typer.Option("--lr", help=LR_HELP)] = DEFAULTS.learning_rate,
     schedule: Annotated[
-        str,
+        Schedule,
         typer.Option(
             help="exponential (lr x 0.95^epoch), plateau (halve when validation loss stalls) or cosine "
             "(linear warmup over --warmup-epochs, then a cosine decay to zero at the last step)."
@@ -152,13 +168,13 @@ def train(
             help="Stop a member after this many epochs without better validation accuracy and keep its "
             "best weights (0 = off; on, the CV accuracy is slightly optimistic: the fold chose the weights)."
         ),
-    ] = 0,
-    augment: Annotated[bool, typer.Option(help="Random rotation, zoom and shift while training.")] = True,
-    subset: Annotated[
-        int, typer.Option(help="Train on the first N rows only, for a quick look (0 = all).")
-    ] = 0,
-    seed: Annotated[int, typer.Option(help="Base seed of every member.")] = 0,
-    backend: Annotated[str, typer.Option(help="Keras backend: tensorflow, jax or torch.")] = "tensorflow",
+    ] = DEFAULTS.early_stopping,
+    augment: Annotated[
+        bool, typer.Option(help="Random rotation, zoom and shift while training.")
+    ] = DEFAULTS.augment,
+    subset: SubsetOption = DEFAULTS.subset,
+    seed: Annotated[int, typer.Option(help="Base seed of every member.")] = DEFAULTS.seed,
+    backend: BackendOption = DEFAULTS.backend,
     precision: PrecisionOption = DEFAULTS.precision,
     epoch_validation: EpochValidationOption = DEFAULTS.epoch_validation,
     workers: WorkersOption = 0,
@@ -202,7 +218,7 @@ def train(
         precision=precision,
         epoch_validation=epoch_validation,
     )
-    backends.select(backend)
+    backends.select(settings.backend)
     from competition import train as training
 
     only = [name.strip() for name in members.split(",") if name.strip()] if members else None
@@ -215,7 +231,7 @@ def predict(
     tta: Annotated[
         bool, typer.Option("--tta", help="Also average over one-pixel shifts of every image.")
     ] = False,
-    weights: WeightsOption = "mean",
+    weights: WeightsOption = Weights.mean,
 ) -> None:
     """Average the members' test probabilities into submissions/<run-id>.csv and ./submission.csv."""
     from competition import backend as backends
@@ -224,7 +240,7 @@ def predict(
         backends.select(_run_backend(run))
     from competition import predict as predicting
 
-    predicting.predict(run, tta=tta, weights=weights, log=typer.echo)
+    predicting.predict(run, tta=tta, weights=weights.value, log=typer.echo)
 
 
 @app.command()
@@ -348,15 +364,15 @@ def run_all(
     seeds: Annotated[int, typer.Option(help="Seeded models per fold.")] = DEFAULTS.seeds,
     epochs: Annotated[int, typer.Option(help="Epochs per member.")] = DEFAULTS.epochs,
     batch_size: BatchSizeOption = DEFAULTS.batch_size,
-    arch: Annotated[str, typer.Option(help="Network: bncnn, lenet or mlp.")] = DEFAULTS.arch,
-    subset: Annotated[int, typer.Option(help="Train on the first N rows only (0 = all).")] = 0,
-    backend: Annotated[str, typer.Option(help="Keras backend: tensorflow, jax or torch.")] = DEFAULTS.backend,
+    arch: ArchOption = DEFAULTS.arch,
+    subset: SubsetOption = DEFAULTS.subset,
+    backend: BackendOption = DEFAULTS.backend,
     precision: PrecisionOption = DEFAULTS.precision,
     source: Annotated[
         Path | None, typer.Option("--from", help="Local copy of the data instead of the API.")
     ] = None,
     tta: Annotated[bool, typer.Option("--tta", help="Test-time augmentation in predict.")] = False,
-    weights: WeightsOption = "mean",
+    weights: WeightsOption = Weights.mean,
     do_submit: Annotated[
         bool, typer.Option("--submit", help="Submit the result and wait for its score.")
     ] = False,
@@ -379,13 +395,13 @@ def run_all(
         precision=precision,
     )
     data.fetch(source=source, log=typer.echo)
-    backends.select(backend)
+    backends.select(settings.backend)
     from competition import predict as predicting
     from competition import submission
     from competition import train as training
 
     run_dir = training.train(settings, quiet=quiet, workers=workers)
-    result = predicting.predict(run_dir.name, tta=tta, weights=weights, log=typer.echo)
+    result = predicting.predict(run_dir.name, tta=tta, weights=weights.value, log=typer.echo)
     if do_submit:
         submission.submit(Path(result["file"]), message, wait=True, log=typer.echo)
 
@@ -399,15 +415,13 @@ def _settings(**values) -> TrainSettings:
 
 
 def _run_backend(run: str | None) -> str:
-    """The backend a run was trained with, read without importing Keras."""
-    from competition import paths, storage
+    """The backend the run that the command will use was trained with, read without importing Keras."""
+    from competition.runs import Run
 
-    root = paths.ensembles_dir()
-    configs = [root / run / "config.json"] if run else sorted(root.glob("*/config.json"))
-    for config in reversed(configs):
-        if config.is_file():
-            return storage.read_json(config)["settings"].get("backend", "tensorflow")
-    return "tensorflow"
+    try:
+        return Run.open(run).backend
+    except UserError:
+        return "tensorflow"  # the command itself then says what is wrong, in its own words
 
 
 def _interrupted() -> None:
@@ -417,20 +431,68 @@ def _interrupted() -> None:
 
 def main() -> None:
     try:
-        app()
+        # Not standalone: Typer then raises usage errors instead of printing a usage block, so they
+        # become the same one `error:` line as every other failure.
+        code = app(standalone_mode=False)
+        if code == 130:  # Typer turns Ctrl-C into exit code 130
+            _interrupted()
+        sys.exit(code if isinstance(code, int) else 0)
+    except TyperException as exc:
+        if type(exc).__name__ == "NoArgsIsHelpError":  # `kaggle-mnist` alone: the help, as before
+            exc.show()
+            sys.exit(exc.exit_code)
+        ctx = getattr(exc, "ctx", None)
+        where = f" (see `{ctx.command_path} --help`)" if ctx is not None else ""
+        message = exc.format_message().replace("Value error, ", "")
+        typer.echo(f"error: {message}{where}", err=True)
+        sys.exit(exc.exit_code)
+    except Abort:
+        _interrupted()
     except UserError as exc:
         typer.echo(f"error: {exc.message}", err=True)
+        _traceback_if_debugging()
         sys.exit(exc.exit_code)
+    except OSError as exc:
+        if exc.errno not in _DISK_ERRORS:
+            _bug(exc)
+        where = f" ({exc.filename})" if exc.filename else ""
+        typer.echo(
+            f"error: {_DISK_ERRORS[exc.errno]}{where}: {exc.strerror}. Nothing half-written is used: "
+            "free some space (or fix the permissions) and run the same command again to continue",
+            err=True,
+        )
+        _traceback_if_debugging()
+        sys.exit(74)  # EX_IOERR
     except KeyboardInterrupt:
         _interrupted()
     except SystemExit as exc:
         if exc.code == 130:  # Typer turns Ctrl-C into a silent exit 130
             _interrupted()
         raise
-    except Exception as exc:  # a bug: still one line, but say it is ours and how to report it
-        typer.echo(
-            f"error: unexpected {type(exc).__name__}: {exc} (this is a bug in kaggle-mnist; please report it "
-            "with the command you ran)",
-            err=True,
-        )
-        sys.exit(70)
+    except Exception as exc:
+        _bug(exc)
+
+
+_DISK_ERRORS = {
+    errno.ENOSPC: "the disk is full",
+    errno.EDQUOT: "the disk quota is used up",
+    errno.EROFS: "the folder is on a read-only file system",
+    errno.EACCES: "permission denied",
+    errno.EPERM: "permission denied",
+}
+
+
+def _bug(exc: BaseException) -> None:
+    """A real bug: still one line, but say it is ours and how to report it; the traceback on request."""
+    typer.echo(
+        f"error: unexpected {type(exc).__name__}: {exc} (this is a bug in kaggle-mnist; please report it "
+        f"with the command you ran and the traceback that {DEBUG_VARIABLE}=1 shows)",
+        err=True,
+    )
+    _traceback_if_debugging()
+    sys.exit(70)
+
+
+def _traceback_if_debugging() -> None:
+    if os.environ.get(DEBUG_VARIABLE, "") not in ("", "0"):
+        traceback.print_exc()

@@ -3,26 +3,24 @@ out-of-fold predictions (every training row predicted by members that never trai
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 from rich.table import Table
 from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
 
-from competition import ensemble, storage
-from competition.runs import resolve_run
+from competition import ensemble
+from competition.runs import Run
 
 DIGITS = list(range(10))
 
 
 def evaluate(run: str | None = None) -> dict:
     """The run's out-of-fold scores: ensemble, folds, members, per digit, and the confusion matrix."""
-    run_dir = resolve_run(run)
-    probs, labels = load_oof(run_dir)
-    metrics = storage.read_json(run_dir / "metrics.json")
+    found = Run.open(run)
+    probs, labels = found.oof()
+    metrics = found.metrics
     return {
-        "run_id": run_dir.name,
-        "run_dir": str(run_dir),
+        "run_id": found.id,
+        "run_dir": str(found.dir),
         **scores(probs, labels),
         "members": [
             {k: m[k] for k in ("name", "fold", "seed_index", "val_accuracy")} for m in metrics["members"]
@@ -53,10 +51,6 @@ def scores(probs: np.ndarray, labels: np.ndarray) -> dict:
         ],
         "confusion": confusion_matrix(labels, predicted, labels=DIGITS).tolist(),
     }
-
-
-def load_oof(run_dir: Path) -> tuple[np.ndarray, np.ndarray]:
-    return np.load(run_dir / "oof_probs.npy"), np.load(run_dir / "oof_labels.npy")
 
 
 def tables(result: dict) -> list[Table]:

@@ -8,6 +8,8 @@ centre of mass is the centre. A model trained on MNIST expects exactly that.
 
 from __future__ import annotations
 
+import csv as csv_module
+import io
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,8 +19,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from competition import storage
 from competition.errors import UserError
-from competition.runs import resolve_run
-from competition.settings import TrainSettings
+from competition.runs import Run
 
 SUFFIXES = {".png", ".jpg", ".jpeg"}
 BOX = 20  # MNIST: the digit fits in 20x20 ...
@@ -87,8 +88,7 @@ def predict_images(
     files = image_files(paths)
     if not files:
         raise UserError("no PNG or JPEG files found in the paths given")
-    run_dir = resolve_run(run)
-    settings = TrainSettings.from_dict(storage.read_json(run_dir / "config.json")["settings"])
+    found = Run.open(run)
     digits, results = [], {}
     for path in files:
         try:
@@ -96,6 +96,11 @@ def predict_images(
                 digits.append((path, to_mnist(image)))
         except FileNotFoundError:
             results[path] = Prediction(path, error="no such file")
+        except IsADirectoryError:
+            results[path] = Prediction(path, error="a folder, not a picture")
+        except (Image.DecompressionBombError, MemoryError) as exc:
+            # PIL refuses pictures big enough to be a decompression bomb; a phone photo is far below.
+            results[path] = Prediction(path, error=f"too large to read ({type(exc).__name__}: {exc})")
         except (UnidentifiedImageError, OSError) as exc:
             results[path] = Prediction(path, error=f"not a readable PNG/JPEG image ({type(exc).__name__})")
         except ValueError as exc:
@@ -103,18 +108,21 @@ def predict_images(
     if digits:
         batch = np.stack([d for _, d in digits])
         probs = []
-        for fold, seed_index in settings.members:
-            model = load_model(run_dir / "members" / f"f{fold}-s{seed_index}" / "model.keras")
+        for member in found.members:
+            model = load_model(found.member_file(*member, "model.keras"))
             probs.append(model.predict(batch, batch_size=1024, verbose=0))
         mean = np.mean(probs, axis=0)
         for (path, _), p in zip(digits, mean, strict=True):
             results[path] = Prediction(path, int(np.argmax(p)), float(np.max(p)))
     predictions = [results[p] for p in files]
     if csv is not None:
-        rows = ["path,label,probability"] + [
-            f"{p.path},{p.label},{p.probability:.6f}" for p in predictions if p.error is None
-        ]
-        storage.write_text(Path(csv), "\n".join(rows) + "\n")
+        out = io.StringIO()
+        writer = csv_module.writer(out, lineterminator="\n")  # quotes paths with commas or quotes
+        writer.writerow(["path", "label", "probability"])
+        writer.writerows(
+            [str(p.path), p.label, f"{p.probability:.6f}"] for p in predictions if p.error is None
+        )
+        storage.write_text(Path(csv), out.getvalue())
     return predictions
 
 

@@ -15,8 +15,7 @@ import numpy as np
 
 from competition import data, ensemble, storage, submission
 from competition.errors import UserError
-from competition.runs import resolve_run
-from competition.settings import TrainSettings
+from competition.runs import Run
 
 # One-pixel shifts (no flips: a flipped 6 is a 9); each adds one forward pass per member.
 TTA_SHIFTS = ((0, 1), (0, -1), (1, 0), (-1, 0))
@@ -62,18 +61,16 @@ def predict(
     """
     if weights not in WEIGHTS:
         raise UserError(f"--weights must be one of {', '.join(WEIGHTS)}, not {weights!r}")
-    run_dir = resolve_run(run)
-    settings = TrainSettings.from_dict(storage.read_json(run_dir / "config.json")["settings"])
-    metrics = storage.read_json(run_dir / "metrics.json")
-    labels = np.load(run_dir / "oof_labels.npy")
-    folds = np.load(run_dir / "folds.npy")
-    plain_oof = np.load(run_dir / "oof_probs.npy")
-    plain_test = np.load(run_dir / "test_probs.npy")
+    found = Run.open(run)
+    run_dir, settings, metrics = found.dir, found.settings, found.metrics
+    plain_oof, labels = found.oof()
+    folds = found.array("folds.npy")
+    plain_test = found.array("test_probs.npy")
     plain_accuracy = ensemble.accuracy(plain_oof, labels)
 
     oof, test, note, name = plain_oof, plain_test, "plain mean", run_dir.name
     if tta or weights == "oof":
-        components = _components(run_dir, settings, tta, log)
+        components = member_components(found, tta, log)
     if weights == "oof":
         names = list(components)
         stack = np.stack([components[n][0] for n in names])
@@ -94,10 +91,14 @@ def predict(
         tta_oof = ensemble.average([components[f"{n}-tta"][0] for n in plain_names])
         tta_test = ensemble.average([components[f"{n}-tta"][1] for n in plain_names])
         chosen_oof, choice = choose_per_fold({"mean": plain_oof, "tta": tta_oof}, labels, folds)
-        if ensemble.accuracy(chosen_oof, labels) >= plain_accuracy and "tta" in choice.values():
+        # The test rows belong to no fold: they get TTA if most folds chose it. Only then is the file
+        # a TTA submission, and its out-of-fold figure that of the fold-by-fold choice.
+        majority = list(choice.values()).count("tta") * 2 > len(choice)
+        if majority and ensemble.accuracy(chosen_oof, labels) >= plain_accuracy:
             oof, note, name = chosen_oof, f"TTA chosen on other folds: {choice}", f"{run_dir.name}-tta"
-            # The test rows belong to no fold: use TTA if most folds chose it.
-            test = tta_test if list(choice.values()).count("tta") * 2 > len(choice) else plain_test
+            test = tta_test
+        elif "tta" in choice.values():
+            note = f"TTA chosen by too few folds ({choice}) or no better out of fold; kept the plain mean"
         else:
             note = "TTA did not beat the plain mean out of fold; kept the plain mean"
     path = submission.write(test, run_dir.name, name)
@@ -121,39 +122,38 @@ def predict(
     return result
 
 
-def _components(run_dir, settings: TrainSettings, tta: bool, log) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+def member_components(run: Run, tta: bool, log) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """The blendable parts of a run: per seed index, the out-of-fold and test probabilities of its
     members over all folds ("s0", "s1", ...), and with `tta` the same under test-time shifts ("s0-tta").
     Each covers every training row once, so each is a complete out-of-fold prediction."""
     dataset = data.load() if tta else None
-    images = dataset.train_images[: settings.subset or None] if tta else None
+    images = run.rows(dataset.train_images) if tta else None
     parts: dict[str, tuple[list, list]] = {}
-    for fold, seed_index in settings.members:
-        folder = run_dir / "members" / f"f{fold}-s{seed_index}"
-        with np.load(folder / "oof.npz") as saved:
-            rows, probs = saved["rows"], saved["probs"]
-        test = np.load(folder / "test.npy")
+    # Every member's files checked before the first slow TTA pass, so a damaged one fails at once.
+    saved = {member: run.member_predictions(*member) for member in run.members}
+    for (fold, seed_index), (rows, probs, test) in saved.items():
         views = {f"s{seed_index}": (probs, test)}
         if tta:
-            views[f"s{seed_index}-tta"] = _tta(folder, images[rows], dataset.test_images, probs, test)
-            log(f"TTA: member {folder.name} done")
+            model_path = run.member_file(fold, seed_index, "model.keras")
+            views[f"s{seed_index}-tta"] = _tta(model_path, images[rows], dataset.test_images, probs, test)
+            log(f"TTA: member {model_path.parent.name} done")
         for name, (oof_probs, test_probs) in views.items():
             oof_parts, tests = parts.setdefault(name, ([], []))
             oof_parts.append((rows, oof_probs))
             tests.append(test_probs)
-    num_rows = len(np.load(run_dir / "folds.npy"))
+    num_rows = len(run.array("folds.npy"))
     return {
         name: (ensemble.out_of_fold(oof_parts, num_rows)[0], ensemble.average(tests))
         for name, (oof_parts, tests) in parts.items()
     }
 
 
-def _tta(folder, oof_images, test_images, oof_probs, test_probs) -> tuple[np.ndarray, np.ndarray]:
+def _tta(model_path, oof_images, test_images, oof_probs, test_probs) -> tuple[np.ndarray, np.ndarray]:
     """A member's probabilities averaged over the unshifted image and its one-pixel shifts."""
     # Only TTA runs the models; the backend was chosen by the caller.
     from competition.model import load as load_model
 
-    model = load_model(folder / "model.keras")
+    model = load_model(model_path)
     oof_views, test_views = [oof_probs], [test_probs]
     for dy, dx in TTA_SHIFTS:
         oof_views.append(model.predict(shift_images(oof_images, dy, dx), batch_size=1024, verbose=0))

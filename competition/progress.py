@@ -1,10 +1,10 @@
-"""What the user sees while `kaggle-mnist train` runs: one live bar for the whole run, or log lines."""
+"""What the user sees while `kaggle-mnist train` runs: one live bar for the whole run, or log lines.
+
+Free of Keras, so commands that only print start fast; the Keras callback that feeds the bar from
+each training step is train.MemberProgress."""
 
 from __future__ import annotations
 
-import time
-
-import keras
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
@@ -50,53 +50,6 @@ class RunProgress:
         """For progress measured elsewhere (worker processes): `completed` steps so far."""
         if self.progress is not None:
             self.progress.update(self.task, completed=completed, description=description)
-
-    def callback(self, label: str, epochs: int, batch_size: int) -> keras.callbacks.Callback:
-        return _MemberProgress(self, label, epochs, batch_size)
-
-
-class _MemberProgress(keras.callbacks.Callback):
-    def __init__(self, run: RunProgress, label: str, epochs: int, batch_size: int):
-        super().__init__()
-        self.run, self.label, self.epochs, self.batch_size = run, label, epochs, batch_size
-        self.epoch_seconds: list[float] = []
-        self._images_per_second = 0.0
-
-    def on_epoch_begin(self, epoch, logs=None):
-        self.epoch = epoch
-        self.started = time.perf_counter()
-        self.batches = 0
-
-    def on_train_batch_end(self, batch, logs=None):
-        self.batches += 1
-        if self.run.progress is None or self.batches % 5:
-            return
-        logs = logs or {}
-        elapsed = time.perf_counter() - self.started
-        self._images_per_second = self.batches * self.batch_size / max(elapsed, 1e-9)
-        self.run.progress.update(
-            self.run.task,
-            advance=5,
-            description=(
-                f"{self.label} epoch {self.epoch + 1}/{self.epochs} "
-                f"loss {logs.get('loss', 0):.4f} acc {logs.get('accuracy', 0):.4f} "
-                f"{self._images_per_second:,.0f} img/s"
-            ),
-        )
-
-    def on_epoch_end(self, epoch, logs=None):
-        seconds = time.perf_counter() - self.started
-        self.epoch_seconds.append(seconds)
-        logs = logs or {}
-        if self.run.progress is not None:
-            self.run.progress.update(self.run.task, advance=self.batches % 5)
-        validation = f" val_acc {logs['val_accuracy']:.4f}" if "val_accuracy" in logs else ""
-        line = (
-            f"{self.label} epoch {epoch + 1}/{self.epochs}: loss {logs.get('loss', 0):.4f} "
-            f"acc {logs.get('accuracy', 0):.4f}{validation} ({seconds:.0f} s)"
-        )
-        if self.run.quiet:
-            self.run.log(line)
 
 
 def results_table(members: list[dict], folds: dict[str, float], cv_accuracy: float) -> Table:

@@ -15,7 +15,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
 from competition import data, ensemble, evaluate, storage
-from competition.runs import resolve_run
+from competition.runs import Run
 from competition.settings import TrainSettings
 
 DPI = 110
@@ -23,11 +23,10 @@ DPI = 110
 
 def report(run: str | None = None) -> list[Path]:
     """Writes the report for a run; returns the files written (pictures first, report.md last)."""
-    run_dir = resolve_run(run)
-    settings = TrainSettings.from_dict(storage.read_json(run_dir / "config.json")["settings"])
-    metrics = storage.read_json(run_dir / "metrics.json")
-    probs, labels = evaluate.load_oof(run_dir)
-    images = data.load().train_images[: settings.subset or None]
+    found = Run.open(run)
+    run_dir, settings, metrics = found.dir, found.settings, found.metrics
+    probs, labels = found.oof()
+    images = found.rows(data.load().train_images)
     result = evaluate.scores(probs, labels)
     folder = run_dir / "report"
     folder.mkdir(exist_ok=True)
@@ -105,14 +104,12 @@ def wrong_figure(images: np.ndarray, probs: np.ndarray, labels: np.ndarray, coun
 
 def learning_curves_figure(run_dir: Path, members: list[dict]) -> Figure:
     """Loss, accuracy and learning rate per epoch for every member (dashed: training, solid: validation)."""
-    from competition.train import _history  # the one reader of epoch logs (dedupes resumed epochs)
-
     figure = Figure(figsize=(13, 4.2), layout="constrained")
     loss_ax, acc_ax, lr_ax = figure.subplots(1, 3)
     colors = [f"C{i % 10}" for i in range(len(members))]
     lowest, last_epoch = 1.0, 1
     for member, color in zip(members, colors, strict=True):
-        history = _history(run_dir / "members" / member["name"])
+        history = Run.history(run_dir / "members" / member["name"])
         if not history:
             continue
         epochs = [h["epoch"] + 1 for h in history]

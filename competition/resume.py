@@ -83,7 +83,9 @@ class ExactBackup(keras.callbacks.BackupAndRestore):
         self._save(epoch + 1)
 
     def on_train_end(self, logs=None):
-        shutil.rmtree(self.root, ignore_errors=True)
+        # Keras deletes the backup here. It must outlive fit: the caller deletes it once the member's
+        # model.keras is saved, so a kill in between resumes from the last epoch, not from scratch.
+        pass
 
     def _save(self, epochs_done: int) -> None:
         staging = self.root / "next"

@@ -1,38 +1,323 @@
-"""Finding trained runs in ensembles/: the latest finished one, or one named by the user.
+"""A trained run in ensembles/<run-id>/: its folder, settings, members and files, read back verified.
+
+    ensembles/<run-id>/
+        config.json          every setting (TrainSettings) and the data checksums: the run's identity
+        manifest.json        package versions, devices, git commit, a copy of the identity, folds.npy's sha256
+        folds.npy            the fold of every training row
+        members/<f0-s0>/     model.keras, best.keras, history.csv, oof.npz, test.npy, member.json
+        oof_probs.npy, oof_labels.npy, test_probs.npy, metrics.json
+                             written last: a run with metrics.json is finished
+
+Every file is written whole (storage.atomic_path) and its sha256 recorded by the file written after it
+(member.json for a member's files, metrics.json for the run's arrays), so reading one back checks it:
+a damaged file is never used, it is named in one line that says how to repair it (rerunning the train
+command retrains only what is damaged).
 
 Kept free of Keras so that commands that only read a run's files (evaluate, submit) start fast.
 """
 
 from __future__ import annotations
 
+import csv
+import functools
+import json
+import zipfile
+from dataclasses import dataclass
 from pathlib import Path
 
-from competition import paths
+import numpy as np
+
+from competition import paths, storage
 from competition.errors import UserError
+from competition.settings import TrainSettings
+
+RUN_ARRAYS = ("oof_probs.npy", "oof_labels.npy", "test_probs.npy")
+MEMBER_FILES = ("model.keras", "oof.npz", "test.npy")
 
 
-def latest_run(required: str = "metrics.json") -> Path:
-    """The most recently finished run (the one later commands use when not told)."""
-    runs = sorted(
-        (p for p in paths.ensembles_dir().glob("*/") if (p / required).is_file()),
-        key=lambda p: (p / required).stat().st_mtime,
-    )
-    if not runs:
-        raise UserError(f"no trained run in {paths.ensembles_dir()}: run `kaggle-mnist train` first")
-    return runs[-1]
+def member_name(fold: int, seed_index: int) -> str:
+    return f"f{fold}-s{seed_index}"
 
 
-def resolve_run(run: str | None) -> Path:
-    if run is None:
-        return latest_run()
-    candidate = Path(run)
-    for path in (candidate, paths.ensembles_dir() / run):
-        if (path / "metrics.json").is_file():
-            return path
-        if (path / "config.json").is_file():
-            raise UserError(
-                f"run {path} is unfinished: rerun the train command that started it to complete it"
-            )
-    raise UserError(
-        f"no run '{run}' in {paths.ensembles_dir()}: give a run id from there, or omit it for the latest"
-    )
+class DamagedFile(UserError):
+    """A file of a run that is missing or does not match what was recorded when it was written."""
+
+    def __init__(self, path: Path, what: str, repair: str):
+        super().__init__(f"{path} {what}: {repair}")
+        self.path = path
+
+
+@dataclass(frozen=True)
+class Run:
+    dir: Path
+
+    # ------------------------------------------------------------------------------------------
+    # Finding runs
+
+    @classmethod
+    def open(cls, run: str | None = None) -> Run:
+        """A finished run by id or path, or the latest finished one."""
+        if run is None:
+            return cls.latest()
+        candidate = Path(run)
+        for path in (candidate, paths.ensembles_dir() / run):
+            if (path / "metrics.json").is_file():
+                return cls(path)
+            if (path / "config.json").is_file():
+                found = cls(path)
+                raise UserError(f"run {path} is unfinished: run `{found.train_command()}` to complete it")
+            if (path / "members").is_dir() or (path / "manifest.json").is_file():
+                cls(path).identity()  # names the missing or damaged config.json, or repairs it
+        raise UserError(
+            f"no run '{run}' in {paths.ensembles_dir()}: give a run id from there, or omit it for the latest"
+        )
+
+    @classmethod
+    def latest(cls) -> Run:
+        """The most recently finished run (the one later commands use when not told)."""
+        runs = sorted(
+            (p for p in _run_folders() if (p / "metrics.json").is_file()),
+            key=lambda p: (p / "metrics.json").stat().st_mtime,
+        )
+        if not runs:
+            raise UserError(f"no trained run in {paths.ensembles_dir()}: run `kaggle-mnist train` first")
+        return cls(runs[-1])
+
+    @classmethod
+    def matching(cls, identity: dict) -> Run | None:
+        """The newest run (finished or not) trained with exactly these settings on exactly this data.
+
+        A run whose config.json is missing or damaged is repaired from the copy in its manifest.json
+        when that copy matches; one that cannot be read at all is refused, not passed over, so the
+        same command never quietly starts a second run beside a broken one."""
+        found = []
+        for folder in _run_folders():
+            run = cls(folder)
+            if run.identity() == identity:
+                found.append(run)
+        return max(found, key=lambda r: r.dir.name) if found else None
+
+    # ------------------------------------------------------------------------------------------
+    # What the run is
+
+    @property
+    def id(self) -> str:
+        return self.dir.name
+
+    @functools.cached_property
+    def config(self) -> dict:
+        return self.identity()
+
+    def identity(self) -> dict:
+        """config.json, verified; repaired from manifest.json's copy if it is missing or damaged."""
+        path = self.dir / "config.json"
+        try:
+            return read_json(path)
+        except DamagedFile as damage:
+            try:
+                copy = read_json(self.dir / "manifest.json")["identity"]
+            except (DamagedFile, KeyError, TypeError):
+                raise UserError(
+                    f"{damage.message.split(':')[0]} and the run cannot be identified without it: move "
+                    f"{self.dir} out of {self.dir.parent} (or delete it), then run the command again"
+                ) from None
+            storage.write_json(path, copy)
+            return copy
+
+    @functools.cached_property
+    def settings(self) -> TrainSettings:
+        return TrainSettings.from_dict(self.config["settings"])
+
+    @property
+    def backend(self) -> str:
+        return self.settings.backend
+
+    @property
+    def finished(self) -> bool:
+        return (self.dir / "metrics.json").is_file()
+
+    def train_command(self) -> str:
+        """The command that trains (or continues, or repairs) this run on this machine."""
+        from competition import backend  # Keras-free: reads /proc/cpuinfo
+
+        try:
+            gpu = read_json(self.dir / "manifest.json").get("devices", ["cpu"]) != ["cpu"]
+        except DamagedFile:
+            gpu = False
+        options = self.settings.cli_options(gpu, backend.cpu_bfloat16())
+        return "kaggle-mnist train" + "".join(f" {option}" for option in options)
+
+    def rows(self, images: np.ndarray, labels: np.ndarray | None = None):
+        """The rows of the full training arrays that the run was trained on."""
+        return training_rows(self.settings, images, labels)
+
+    # ------------------------------------------------------------------------------------------
+    # Members
+
+    @property
+    def members(self) -> list[tuple[int, int]]:
+        return self.settings.members
+
+    def member_dir(self, fold: int, seed_index: int) -> Path:
+        return self.dir / "members" / member_name(fold, seed_index)
+
+    def member_done(self, fold: int, seed_index: int) -> bool:
+        return (self.member_dir(fold, seed_index) / "member.json").is_file()
+
+    def member_info(self, fold: int, seed_index: int) -> dict:
+        return read_json(self.member_dir(fold, seed_index) / "member.json", self._retrain_hint())
+
+    def member_file(self, fold: int, seed_index: int, name: str) -> Path:
+        """A finished member's file, checked against the sha256 in its member.json."""
+        folder = self.member_dir(fold, seed_index)
+        expected = self.member_info(fold, seed_index).get("files", {}).get(name)
+        verify(folder / name, expected, self._retrain_hint())
+        return folder / name
+
+    def member_predictions(self, fold: int, seed_index: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(validation rows, their probabilities, test probabilities) of a finished member, verified."""
+        oof = self.member_file(fold, seed_index, "oof.npz")
+        test = self.member_file(fold, seed_index, "test.npy")
+        with np.load(oof) as saved:
+            return saved["rows"], saved["probs"], np.load(test)
+
+    def damaged_members(self) -> dict[tuple[int, int], list[str]]:
+        """Finished members whose member.json or files fail their checks, with the files at fault."""
+        damaged = {}
+        for member in self.members:
+            if not self.member_done(*member):
+                continue
+            try:
+                info = self.member_info(*member)
+            except DamagedFile:
+                damaged[member] = ["member.json"]
+                continue
+            bad = []
+            for name in MEMBER_FILES:
+                try:
+                    verify(self.member_dir(*member) / name, info.get("files", {}).get(name), "")
+                except DamagedFile:
+                    bad.append(name)
+            if bad:
+                damaged[member] = bad
+        return damaged
+
+    @staticmethod
+    def history(member_folder: Path) -> list[dict]:
+        """A member's epoch log, one row per epoch (a resume after a kill can repeat an epoch's row: the
+        last one counts)."""
+        path = Path(member_folder) / "history.csv"
+        if not path.is_file():
+            return []
+        with open(path, newline="") as handle:
+            rows = {}
+            for row in csv.DictReader(handle):
+                try:
+                    rows[int(row["epoch"])] = {k: _number(v) for k, v in row.items()}
+                except (KeyError, TypeError, ValueError):
+                    continue  # a line cut short by a kill mid-write
+        return [rows[e] for e in sorted(rows)]
+
+    # ------------------------------------------------------------------------------------------
+    # The run's own files
+
+    @functools.cached_property
+    def metrics(self) -> dict:
+        return read_json(self.dir / "metrics.json", self._retrain_hint())
+
+    def array(self, name: str) -> np.ndarray:
+        """One of the run's arrays (RUN_ARRAYS, or folds.npy), checked against its recorded sha256."""
+        if name == "folds.npy":
+            expected = read_json(self.dir / "manifest.json", self._retrain_hint()).get("folds_sha256")
+        else:
+            expected = self.metrics.get("files", {}).get(name)
+        path = self.dir / name
+        verify(path, expected, self._retrain_hint())
+        return np.load(path)
+
+    def oof(self) -> tuple[np.ndarray, np.ndarray]:
+        """The ensemble's out-of-fold probabilities and the true labels."""
+        return self.array("oof_probs.npy"), self.array("oof_labels.npy")
+
+    def _retrain_hint(self) -> str:
+        try:
+            command = self.train_command()
+        except UserError:
+            command = "kaggle-mnist train"
+        return f"run `{command}` to repair the run (it retrains or rescores only what is damaged)"
+
+
+def training_rows(settings: TrainSettings, images: np.ndarray, labels: np.ndarray | None = None):
+    """The first --subset rows (all with 0): the one place a run's rows are cut from the full data."""
+    available = len(images)
+    if settings.subset > available:
+        # config.json would say N rows while fewer were trained on.
+        raise UserError(
+            f"--subset {settings.subset:,} is more than train.csv's {available:,} rows: "
+            "use a smaller --subset, or 0 for all rows"
+        )
+    keep = slice(settings.subset or None)
+    return images[keep] if labels is None else (images[keep], labels[keep])
+
+
+# ----------------------------------------------------------------------------------------------
+# Verified reading
+
+
+def read_json(path: Path, repair: str = "") -> dict:
+    """A JSON file written by this project, or one line naming it and what to do."""
+    path = Path(path)
+    repair = repair or "delete it and run the command that wrote it again"
+    try:
+        value = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise DamagedFile(path, "is missing", repair) from None
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        raise DamagedFile(path, f"is damaged ({type(exc).__name__})", repair) from None
+    if not isinstance(value, dict):
+        raise DamagedFile(path, "is damaged (not a JSON object)", repair)
+    return value
+
+
+def verify(path: Path, expected_sha256: str | None, repair: str) -> None:
+    """Checks a file against the sha256 recorded when it was written; without a record (runs from
+    before checksums), checks that it opens as what its name says."""
+    path = Path(path)
+    if not path.is_file():
+        raise DamagedFile(path, "is missing", repair)
+    if expected_sha256 is not None:
+        if storage.sha256_file(path) != expected_sha256:
+            raise DamagedFile(path, "is damaged (its checksum does not match)", repair)
+        return
+    try:
+        if path.suffix == ".npy":
+            np.load(path, mmap_mode="r")
+        elif path.suffix in (".npz", ".keras"):
+            with zipfile.ZipFile(path) as archive:
+                if archive.testzip() is not None:
+                    raise ValueError("bad member")
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
+        raise DamagedFile(path, f"is damaged ({type(exc).__name__})", repair) from None
+
+
+def checksums(folder: Path, names) -> dict[str, str]:
+    """The sha256 of each named file in `folder`, to record beside them."""
+    return {name: storage.sha256_file(Path(folder) / name) for name in names}
+
+
+def _run_folders() -> list[Path]:
+    root = paths.ensembles_dir()
+    if not root.is_dir():
+        return []
+    # Hidden entries are staging folders and locks.
+    return sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+
+
+def _number(value: str):
+    try:
+        return float(value) if value not in ("", "NA") else float("nan")
+    except ValueError:
+        return value
+
+
+__all__ = ["Run", "DamagedFile", "read_json", "verify", "checksums", "member_name", "training_rows"]

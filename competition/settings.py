@@ -3,12 +3,26 @@
 from __future__ import annotations
 
 import dataclasses
+import enum
 import math
 from dataclasses import dataclass
 
-BACKENDS = ("tensorflow", "jax", "torch")
-PRECISIONS = ("auto", "float32", "mixed", "bfloat16")
-SCHEDULES = ("exponential", "plateau", "cosine")
+
+class Choice(str, enum.Enum):
+    """A fixed choice: Typer lists the values in --help and refuses others before anything is loaded."""
+
+    def __str__(self) -> str:
+        return self.value
+
+
+Arch = Choice("Arch", {name: name for name in ("bncnn", "lenet", "mlp")})
+Backend = Choice("Backend", {name: name for name in ("tensorflow", "jax", "torch")})
+Precision = Choice("Precision", {name: name for name in ("auto", "float32", "mixed", "bfloat16")})
+Schedule = Choice("Schedule", {name: name for name in ("exponential", "plateau", "cosine")})
+ARCHS = tuple(a.value for a in Arch)
+BACKENDS = tuple(b.value for b in Backend)
+PRECISIONS = tuple(p.value for p in Precision)
+SCHEDULES = tuple(s.value for s in Schedule)
 RECIPE_BATCH_SIZE = 64
 RECIPE_LEARNING_RATE = 1e-3  # the 2018 recipe's Adam rate, for its exponential (and the plateau) schedule
 # The cosine schedule's peak at batch 64: it spends only its first epochs near the peak, so it can
@@ -69,6 +83,10 @@ class TrainSettings:
     cpu_threads: int = 0
 
     def __post_init__(self) -> None:
+        for name in ("arch", "backend", "precision", "schedule"):
+            value = getattr(self, name)
+            if isinstance(value, enum.Enum):  # from the CLI: store the plain string in config.json
+                object.__setattr__(self, name, value.value)
         problems = []
         if self.folds < 2:
             problems.append("--folds must be at least 2")
@@ -89,6 +107,7 @@ class TrainSettings:
         if self.subset < 0:
             problems.append("--subset must be 0 (all rows) or a positive number of rows")
         for name, value, allowed in (
+            ("arch", self.arch, ARCHS),
             ("backend", self.backend, BACKENDS),
             ("precision", self.precision, PRECISIONS),
             ("schedule", self.schedule, SCHEDULES),
@@ -140,6 +159,35 @@ class TrainSettings:
     def member_seed(self, fold: int, seed_index: int) -> int:
         return self.seed + 1000 * seed_index + fold
 
+    def cli_options(self, gpu: bool = False, cpu_bfloat16: bool = False) -> list[str]:
+        """The `kaggle-mnist train` options that give these (resolved) settings again on a machine with
+        or without a GPU and native bfloat16: only what differs from the defaults and from what the
+        automatic choices would resolve to."""
+        defaults = TrainSettings()
+        auto_batch = dataclasses.replace(self, batch_size=0).resolved(gpu, cpu_bfloat16).batch_size
+        automatic = dataclasses.replace(
+            self,
+            learning_rate=0.0,
+            precision="auto",
+            epoch_validation=None,
+            warmup_epochs=defaults.warmup_epochs,
+            cpu_threads=0,
+        ).resolved(gpu, cpu_bfloat16)
+        options = []
+        for name, flag in CLI_FLAGS.items():
+            value = getattr(self, name)
+            reference = getattr(automatic if name in AUTOMATIC else defaults, name)
+            if name == "batch_size":
+                reference = auto_batch
+            if value == reference:
+                continue
+            if isinstance(value, bool):
+                on, off = flag.split("/")
+                options.append(on if value else off)
+            else:
+                options.append(f"{flag} {value!r}" if isinstance(value, float) else f"{flag} {value}")
+        return options
+
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
 
@@ -147,3 +195,28 @@ class TrainSettings:
     def from_dict(cls, values: dict) -> TrainSettings:
         known = {f.name for f in dataclasses.fields(cls)}
         return cls(**{k: v for k, v in values.items() if k in known})
+
+
+# The settings a user sets on the command line, and their flags (cli.py declares the options; this is
+# how a run's config.json turns back into the command that trains or repairs it).
+CLI_FLAGS = {
+    "folds": "--folds",
+    "seeds": "--seeds",
+    "epochs": "--epochs",
+    "batch_size": "--batch-size",
+    "arch": "--arch",
+    "learning_rate": "--lr",
+    "schedule": "--schedule",
+    "warmup_epochs": "--warmup-epochs",
+    "ema": "--ema/--no-ema",
+    "label_smoothing": "--label-smoothing",
+    "early_stopping": "--early-stopping",
+    "augment": "--augment/--no-augment",
+    "subset": "--subset",
+    "seed": "--seed",
+    "backend": "--backend",
+    "precision": "--precision",
+    "epoch_validation": "--epoch-validation/--no-epoch-validation",
+}
+# Resolved from 0/None/auto by `resolved`: compared with what the automatic choice gives.
+AUTOMATIC = {"batch_size", "learning_rate", "precision", "epoch_validation", "warmup_epochs"}

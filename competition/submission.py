@@ -178,7 +178,7 @@ def submit(
 
     path = Path(file) if file is not None else paths.workspace() / "submission.csv"
     check_file(path, expected_rows())
-    run_id, cv = _run_of(path)
+    run_id, cv = run_of(path)
     message = message or (f"kaggle-mnist {run_id} CV {cv:.5f}" if run_id else f"kaggle-mnist {path.name}")
 
     limits = _submission_limits(log)
@@ -303,7 +303,7 @@ def expected_rows() -> int:
         return data.COMPETITION_ROWS[data.TEST]
 
 
-def _run_of(path: Path) -> tuple[str | None, float | None]:
+def run_of(path: Path) -> tuple[str | None, float | None]:
     """The run a submission file came from, found by content among submissions/<run>.csv files."""
     digest = storage.sha256_file(path)
     for candidate in sorted(paths.submissions_dir().glob("*.csv")):

@@ -26,13 +26,13 @@ import keras
 import numpy as np
 from sklearn.model_selection import StratifiedKFold
 
-from competition import backend, data, ensemble, paths, storage
+from competition import backend, data, ensemble, locks, paths, storage
 from competition.errors import UserError
-from competition.model import ARCHITECTURES, SmoothedCrossentropy, build_model
+from competition.model import SmoothedCrossentropy, build_model
 from competition.model import load as load_model
 from competition.progress import RunProgress, console, results_table
 from competition.resume import EpochBatches, EpochSeeds, ExactBackup
-from competition.runs import latest_run, resolve_run  # noqa: F401 - part of this module's surface
+from competition.runs import MEMBER_FILES, RUN_ARRAYS, DamagedFile, Run, checksums, member_name, training_rows
 from competition.settings import TrainSettings
 
 PREDICT_BATCH = 1024  # inference has no gradients to hold: big batches are free speed
@@ -56,15 +56,13 @@ def train(
     `only`: train just these members (names like "f0-s1"); the run is finished, and its CV scored, by
     the call that trains its last member. For splitting a run over machines, or measuring one fold.
     """
-    if settings.arch not in ARCHITECTURES:
-        raise UserError(f"--arch must be one of {', '.join(ARCHITECTURES)}, not {settings.arch!r}")
     if workers < 0:
         raise UserError("--workers must be 0 (one per visible GPU) or a positive number")
     started = time.perf_counter()
     dataset = data.load()
     gpus = backend.gpus()
     settings = settings.resolved(gpu=bool(gpus), cpu_bfloat16=backend.cpu_bfloat16())
-    images, labels = _training_rows(dataset, settings)
+    images, labels = training_rows(settings, dataset.train_images, dataset.train_labels)
     _check_enough_rows(labels, settings.folds)
     if not gpus and not settings.cpu_threads:
         # From the whole run, not what is left of it, so a resumed run keeps its thread count.
@@ -79,30 +77,43 @@ def train(
         "arrays_sha256": dataset.arrays_sha256,  # the cached arrays actually trained on
     }
 
-    unknown = sorted(set(only or []) - {_member_name(*m) for m in settings.members})
+    unknown = sorted(set(only or []) - {member_name(*m) for m in settings.members})
     if unknown:
         raise UserError(
             f"no member {', '.join(unknown)} in a {settings.folds}x{settings.seeds} run: "
             f"names run from f0-s0 to f{settings.folds - 1}-s{settings.seeds - 1}"
         )
-    run_dir = None if fresh else _matching_run(identity)
-    if run_dir is not None and (run_dir / "metrics.json").is_file():
-        metrics = storage.read_json(run_dir / "metrics.json")
+    # Finding or creating the run is one step for one process at a time, so two commands started
+    # together cannot both create it; the run itself is then held for as long as this command trains.
+    with contextlib.ExitStack() as held:
+        with locks.hold(paths.ensembles_dir() / ".lock", f"the runs in {paths.ensembles_dir()}", wait=True):
+            run = None if fresh else Run.matching(identity)
+            new = run is None
+            if new:
+                run = Run(_new_run(settings, identity, gpus, labels))
+            held.enter_context(locks.hold(run.dir / ".lock", f"run {run.dir}"))
+        return _train_run(run, new, labels, images, dataset, gpus, workers, only, quiet, started)
+
+
+def _train_run(run: Run, new, labels, images, dataset, gpus, workers, only, quiet, started) -> Path:
+    run_dir, settings = run.dir, run.settings
+    was_finished = run.finished
+    damaged = _repair(run, labels)
+    if was_finished and not damaged:
         console.print(
-            f"This exact run is already trained: {run_dir} (CV accuracy {metrics['cv_accuracy']:.4%}). "
+            f"This exact run is already trained: {run_dir} (CV accuracy {run.metrics['cv_accuracy']:.4%}). "
             "Use --fresh to train it again in a new folder."
         )
         return run_dir
-    if run_dir is None:
-        run_dir = _new_run(settings, identity, gpus, labels)
+    if new:
         console.print(f"Training {len(settings.members)} members into {run_dir}")
     else:
-        console.print(f"Continuing the unfinished run {run_dir}")
-    folds = np.load(run_dir / "folds.npy")
+        console.print(f"Continuing the {'damaged' if was_finished else 'unfinished'} run {run_dir}")
+    folds = run.array("folds.npy")
 
-    todo = [m for m in settings.members if not _member_done(run_dir, *m)]
+    todo = [m for m in settings.members if not run.member_done(*m)]
     if only is not None:
-        todo = [m for m in todo if _member_name(*m) in only]
+        todo = [m for m in todo if member_name(*m) in only]
     train_rows = int(np.sum(folds != 0))
     # On a CPU: as many processes of the run's thread count as the cores hold, at most the two measured
     # (a run resumed on a bigger machine keeps its thread count, so its numbers stay the same).
@@ -114,10 +125,10 @@ def train(
         estimate = _warn_cpu_time(settings, len(todo), images, folds, len(dataset.test_images), workers)
     with RunProgress(len(todo) * settings.epochs * steps_per_epoch, quiet) as progress:
         if workers > 1:
-            _train_in_workers(run_dir, settings, todo, workers, gpus, steps_per_epoch, progress)
+            _train_in_workers(run, todo, workers, gpus, steps_per_epoch, progress)
         else:
-            _train_members(run_dir, settings, todo, images, labels, dataset.test_images, folds, progress)
-    missing = [m for m in settings.members if not _member_done(run_dir, *m)]
+            _train_members(run, todo, images, labels, dataset.test_images, folds, progress)
+    missing = [m for m in settings.members if not run.member_done(*m)]
     if missing:
         console.print(
             f"{len(settings.members) - len(missing)} of {len(settings.members)} members trained in "
@@ -132,7 +143,7 @@ def train(
         "estimated_seconds": estimate,  # what the CPU estimate said before training, if it ran
         "workers": workers,
     }
-    metrics = _finish_run(run_dir, settings, labels, folds, wall)
+    metrics = _finish_run(run, labels, folds, wall)
     console.print(results_table(metrics["members"], metrics["fold_accuracy"], metrics["cv_accuracy"]))
     console.print(
         f"CV accuracy {metrics['cv_accuracy']:.4%} over {len(labels):,} rows; trained in "
@@ -143,31 +154,30 @@ def train(
 
 
 def work(run_dir: Path, names: list[str]) -> None:
-    """A worker process's share of a run (see `_train_in_workers`): trains the named members."""
-    config = storage.read_json(run_dir / "config.json")
-    settings = TrainSettings.from_dict(config["settings"])
+    """A worker process's share of a run (see `_train_in_workers`): trains the named members. The
+    parent process holds the run's lock for it."""
+    run = Run(Path(run_dir))
     dataset = data.load()
-    if dataset.arrays_sha256 != config["arrays_sha256"]:
-        raise UserError(f"train.csv changed since {run_dir.name} started: rerun `kaggle-mnist train`")
-    _configure_device(settings, backend.gpus())
-    images, labels = _training_rows(dataset, settings)
-    members = [m for m in settings.members if _member_dir(run_dir, *m).name in names]
-    folds = np.load(run_dir / "folds.npy")
+    if dataset.arrays_sha256 != run.config.get("arrays_sha256"):
+        raise UserError(f"the data changed since {run.id} started: run `{run.train_command()}` again")
+    _configure_device(run.settings, backend.gpus())
+    images, labels = run.rows(dataset.train_images, dataset.train_labels)
+    members = [m for m in run.members if member_name(*m) in names]
+    folds = run.array("folds.npy")
     with RunProgress(0, quiet=True) as progress:
-        _train_members(run_dir, settings, members, images, labels, dataset.test_images, folds, progress)
+        _train_members(run, members, images, labels, dataset.test_images, folds, progress)
 
 
 # ----------------------------------------------------------------------------------------------
 # One member
 
 
-def _train_members(run_dir, settings, members, images, labels, test_images, folds, progress) -> None:
+def _train_members(run: Run, members, images, labels, test_images, folds, progress) -> None:
+    settings = run.settings
     for fold, seed_index in members:
         number = settings.members.index((fold, seed_index)) + 1
         label = f"member {number}/{len(settings.members)} (fold {fold}, seed {seed_index})"
-        result = _train_member(
-            run_dir, settings, fold, seed_index, images, labels, test_images, folds, progress, label
-        )
+        result = _train_member(run, fold, seed_index, images, labels, test_images, folds, progress, label)
         progress.log(f"{label}: val acc {result['val_accuracy']:.4%} in {result['seconds']:.0f} s")
 
 
@@ -190,17 +200,18 @@ def cpu_workers(settings: TrainSettings, members: int, train_rows: int) -> int:
     return 2
 
 
-def _train_in_workers(run_dir, settings, todo, workers, gpus, steps_per_epoch, progress) -> None:
+def _train_in_workers(run: Run, todo, workers, gpus, steps_per_epoch, progress) -> None:
     """Members spread over `workers` processes, one GPU each (as on a Kaggle "T4 x2" notebook), or on
     a CPU the run's `cpu_threads` cores each: members are independent, so this scales without the
     gradient syncing of a data-parallel model. Each worker pins its GPU with CUDA_VISIBLE_DEVICES and
     writes a log in the run's logs/ folder; this process only watches the members' epoch logs to drive
     the progress bar."""
+    run_dir, settings = run.dir, run.settings
     logs = run_dir / "logs"
     logs.mkdir(exist_ok=True)
     visible = [d for d in os.environ.get("CUDA_VISIBLE_DEVICES", "").split(",") if d.strip()]
     devices = visible or [str(i) for i in range(len(gpus))]  # more workers than GPUs share them in turn
-    started = {m: _epochs_logged(_member_dir(run_dir, *m)) for m in todo}
+    started = {m: _epochs_logged(run.member_dir(*m)) for m in todo}
     procs = []
     try:
         for w in range(workers):
@@ -211,18 +222,18 @@ def _train_in_workers(run_dir, settings, todo, workers, gpus, steps_per_epoch, p
             log_path = logs / f"worker-{w}.log"
             with open(log_path, "ab") as log:
                 command = [sys.executable, "-m", "competition.worker", str(run_dir)]
-                command += [_member_dir(run_dir, *m).name for m in share]
+                command += [member_name(*m) for m in share]
                 proc = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT)
             procs.append((w, proc, log_path))
         progress.log(f"{len(todo)} members on {workers} workers; their logs are in {logs}")
         reported = set()
         while True:
-            done = sum(_epochs_logged(_member_dir(run_dir, *m)) - started[m] for m in todo)
+            done = sum(_epochs_logged(run.member_dir(*m)) - started[m] for m in todo)
             progress.set(done * steps_per_epoch, f"{len(todo) - len(reported)} members training")
             for m in todo:
-                if m not in reported and _member_done(run_dir, *m):
+                if m not in reported and run.member_done(*m):
                     reported.add(m)
-                    result = storage.read_json(_member_dir(run_dir, *m) / "member.json")
+                    result = run.member_info(*m)
                     progress.log(
                         f"member {settings.members.index(m) + 1}/{len(settings.members)} (fold {m[0]}, "
                         f"seed {m[1]}): val acc {result['val_accuracy']:.4%} in {result['seconds']:.0f} s"
@@ -247,10 +258,9 @@ def _train_in_workers(run_dir, settings, todo, workers, gpus, steps_per_epoch, p
                 proc.wait(timeout=30)
 
 
-def _train_member(
-    run_dir, settings, fold, seed_index, images, labels, test_images, folds, progress, label
-) -> dict:
-    folder = _member_dir(run_dir, fold, seed_index)
+def _train_member(run: Run, fold, seed_index, images, labels, test_images, folds, progress, label) -> dict:
+    settings = run.settings
+    folder = run.member_dir(fold, seed_index)
     folder.mkdir(parents=True, exist_ok=True)
     train_rows, val_rows = np.flatnonzero(folds != fold), np.flatnonzero(folds == fold)
     seed = settings.member_seed(fold, seed_index)
@@ -270,7 +280,7 @@ def _train_member(
             metrics=["accuracy"],
             jit_compile="auto",  # XLA on GPU; off on CPU, where it is several times slower
         )
-        timing = progress.callback(label, settings.epochs, settings.batch_size)
+        timing = MemberProgress(progress, label, settings.epochs, settings.batch_size)
         validation = {}
         if settings.epoch_validation:
             validation = dict(
@@ -283,10 +293,12 @@ def _train_member(
             # EpochBatches already shuffles by (seed, epoch); Keras' own shuffle of the batch order uses
             # Python's global `random`, which a resumed process cannot reproduce.
             shuffle=False,
-            callbacks=_callbacks(settings, folder, batches, seed, timing),
+            callbacks=member_callbacks(settings, folder, batches, seed, timing),
             verbose=0,
         )
         storage.write_atomic(folder / "model.keras", model.save)
+    # Only now: a kill before model.keras was in place resumes from the last epoch's backup.
+    shutil.rmtree(folder / "backup", ignore_errors=True)
 
     oof = model.predict(images[val_rows], batch_size=PREDICT_BATCH, verbose=0).astype(np.float32)
     test = model.predict(test_images, batch_size=PREDICT_BATCH, verbose=0).astype(np.float32)
@@ -303,11 +315,12 @@ def _train_member(
         "val_accuracy": ensemble.accuracy(oof, labels[val_rows]),
         "val_rows": int(len(val_rows)),
         "train_rows": int(len(train_rows)),
-        "epochs_run": len(_history(folder)),
+        "epochs_run": len(Run.history(folder)),
         "seconds": time.perf_counter() - started,
         "seconds_per_epoch": per_epoch,
         "epoch_seconds": [round(t, 3) for t in epoch_seconds],  # epoch 1 includes tracing the model
         "images_per_second": len(train_rows) / per_epoch if epoch_seconds else float("nan"),
+        "files": checksums(folder, MEMBER_FILES),  # what every later read checks
     }
     storage.write_json(folder / "member.json", result)  # last: its presence means the member is done
     return result
@@ -348,7 +361,7 @@ def _loss(settings: TrainSettings):
     return "sparse_categorical_crossentropy"
 
 
-def _callbacks(settings: TrainSettings, folder: Path, batches: EpochBatches, seed: int, timing) -> list:
+def member_callbacks(settings: TrainSettings, folder: Path, batches: EpochBatches, seed: int, timing) -> list:
     if settings.schedule == "plateau":
         schedule = keras.callbacks.ReduceLROnPlateau(monitor="val_loss", factor=0.5, patience=2, min_lr=1e-5)
     elif settings.schedule == "cosine":
@@ -379,6 +392,52 @@ def _callbacks(settings: TrainSettings, folder: Path, batches: EpochBatches, see
     return callbacks
 
 
+class MemberProgress(keras.callbacks.Callback):
+    """Feeds the run's progress bar from every few training steps; times each epoch."""
+
+    def __init__(self, run: RunProgress, label: str, epochs: int, batch_size: int):
+        super().__init__()
+        self.run, self.label, self.epochs, self.batch_size = run, label, epochs, batch_size
+        self.epoch_seconds: list[float] = []
+        self._images_per_second = 0.0
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.epoch = epoch
+        self.started = time.perf_counter()
+        self.batches = 0
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.batches += 1
+        if self.run.progress is None or self.batches % 5:
+            return
+        logs = logs or {}
+        elapsed = time.perf_counter() - self.started
+        self._images_per_second = self.batches * self.batch_size / max(elapsed, 1e-9)
+        self.run.progress.update(
+            self.run.task,
+            advance=5,
+            description=(
+                f"{self.label} epoch {self.epoch + 1}/{self.epochs} "
+                f"loss {logs.get('loss', 0):.4f} acc {logs.get('accuracy', 0):.4f} "
+                f"{self._images_per_second:,.0f} img/s"
+            ),
+        )
+
+    def on_epoch_end(self, epoch, logs=None):
+        seconds = time.perf_counter() - self.started
+        self.epoch_seconds.append(seconds)
+        logs = logs or {}
+        if self.run.progress is not None:
+            self.run.progress.update(self.run.task, advance=self.batches % 5)
+        validation = f" val_acc {logs['val_accuracy']:.4f}" if "val_accuracy" in logs else ""
+        line = (
+            f"{self.label} epoch {epoch + 1}/{self.epochs}: loss {logs.get('loss', 0):.4f} "
+            f"acc {logs.get('accuracy', 0):.4f}{validation} ({seconds:.0f} s)"
+        )
+        if self.run.quiet:
+            self.run.log(line)
+
+
 class LogLearningRate(keras.callbacks.Callback):
     """Puts the rate of a per-step schedule into the epoch log (the other schedules' callbacks do)."""
 
@@ -395,31 +454,20 @@ def _epochs_logged(folder: Path) -> int:
         return 0
 
 
-def _history(folder: Path) -> list[dict]:
-    """The epoch log, one row per epoch (a resume after a kill can repeat an epoch's row: keep the last)."""
-    path = folder / "history.csv"
-    if not path.is_file():
-        return []
-    import pandas as pd
-
-    frame = pd.read_csv(path)
-    return frame.drop_duplicates("epoch", keep="last").sort_values("epoch").to_dict("records")
-
-
 # ----------------------------------------------------------------------------------------------
 # The run
 
 
-def _finish_run(
-    run_dir: Path, settings: TrainSettings, labels: np.ndarray, folds: np.ndarray, wall: dict
-) -> dict:
+def _finish_run(run: Run, labels: np.ndarray, folds: np.ndarray, wall: dict) -> dict:
+    """Scores the run from its members' verified predictions; metrics.json, written last with the
+    checksums of the run's arrays, marks it finished."""
+    settings, run_dir = run.settings, run.dir
     members, oof_parts, tests = [], [], []
-    for fold, seed_index in settings.members:
-        folder = _member_dir(run_dir, fold, seed_index)
-        members.append(storage.read_json(folder / "member.json"))
-        with np.load(folder / "oof.npz") as saved:
-            oof_parts.append((saved["rows"], saved["probs"]))
-        tests.append(np.load(folder / "test.npy"))
+    for member in settings.members:
+        members.append(run.member_info(*member))
+        rows, probs, test = run.member_predictions(*member)
+        oof_parts.append((rows, probs))
+        tests.append(test)
     oof, covered = ensemble.out_of_fold(oof_parts, len(labels))
     assert covered.all(), "every row belongs to some fold"
     fold_accuracy = {
@@ -444,9 +492,54 @@ def _finish_run(
         "images_per_second_per_member": float(np.mean([m["images_per_second"] for m in valid]))
         if valid
         else None,
+        "files": checksums(run_dir, RUN_ARRAYS),
     }
     storage.write_json(run_dir / "metrics.json", metrics)
     return metrics
+
+
+def _repair(run: Run, labels: np.ndarray) -> bool:
+    """Checks a run's files before they are trusted again; returns whether anything was damaged.
+
+    A member whose predictions are damaged predicts again from its model; one whose model is damaged is
+    trained again from scratch; a finished run whose own files are damaged is scored again from its
+    members (metrics.json is removed, so the run reads as unfinished until that is done)."""
+    damaged = run.damaged_members()
+    for member, files in damaged.items():
+        folder = run.member_dir(*member)
+        retrain = "model.keras" in files
+        if not retrain and "member.json" in files:
+            try:  # no record left to check the model against: check that it opens
+                from competition.runs import verify
+
+                verify(folder / "model.keras", None, "")
+            except DamagedFile:
+                retrain = True
+        (folder / "member.json").unlink(missing_ok=True)
+        if retrain:
+            shutil.rmtree(folder)
+            console.print(f"Member {folder.name} of {run.id}: {', '.join(files)} damaged; training it again")
+        else:
+            for name in ("oof.npz", "test.npy"):
+                (folder / name).unlink(missing_ok=True)
+            console.print(
+                f"Member {folder.name} of {run.id}: {', '.join(files)} damaged; predicting again with its model"
+            )
+    if not run.finished:
+        return bool(damaged)
+    try:
+        metrics = run.metrics
+        for name in RUN_ARRAYS:
+            run.array(name)
+        if len(run.array("oof_labels.npy")) != len(labels) or metrics.get("run_id") != run.id:
+            raise DamagedFile(run.dir / "metrics.json", "does not match the run", "")
+    except DamagedFile as damage:
+        console.print(f"{damage.path} is damaged or missing; scoring the run again from its members")
+        damaged = damaged or {"run": [damage.path.name]}
+    if damaged:
+        (run.dir / "metrics.json").unlink(missing_ok=True)
+        run.__dict__.pop("metrics", None)  # the cached copy, if read
+    return bool(damaged)
 
 
 def _new_run(settings: TrainSettings, identity: dict, gpus: list[str], labels: np.ndarray) -> Path:
@@ -466,6 +559,7 @@ def _new_run(settings: TrainSettings, identity: dict, gpus: list[str], labels: n
         folds[val_rows] = fold
     storage.save_npy(staging / "folds.npy", folds)
     storage.write_json(staging / "config.json", identity)
+    manifest_extra = {"identity": identity, "folds_sha256": storage.sha256_file(staging / "folds.npy")}
     storage.write_json(
         staging / "manifest.json",
         {
@@ -475,21 +569,13 @@ def _new_run(settings: TrainSettings, identity: dict, gpus: list[str], labels: n
             "devices": gpus or ["cpu"],
             "precision": keras.mixed_precision.dtype_policy().name,
             "git_commit": _git_commit(),
+            # A copy of config.json (the run's identity, repaired from here if that file is lost) and
+            # the checksum of folds.npy, checked whenever the folds are read back.
+            **manifest_extra,
         },
     )
     staging.rename(run_dir)  # the folder appears complete with its config, or not at all
     return run_dir
-
-
-def _matching_run(identity: dict) -> Path | None:
-    """The newest run trained with exactly these settings on exactly this data."""
-    root = paths.ensembles_dir()
-    candidates = []
-    for config in root.glob("*/config.json"):
-        with contextlib.suppress(OSError, ValueError):
-            if storage.read_json(config) == identity:
-                candidates.append(config.parent)
-    return max(candidates, key=lambda p: p.name) if candidates else None
 
 
 POLICIES = {"float32": "float32", "mixed": "mixed_float16", "bfloat16": "mixed_bfloat16"}
@@ -591,18 +677,6 @@ def _duration(seconds: float) -> str:
     return f"{minutes // 60} h {minutes % 60:02d} min" if minutes >= 60 else f"{minutes} min"
 
 
-def _training_rows(dataset: data.Dataset, settings: TrainSettings) -> tuple[np.ndarray, np.ndarray]:
-    if settings.subset > len(dataset.train_labels):
-        # config.json would say N rows while fewer were trained on.
-        raise UserError(
-            f"--subset {settings.subset:,} is more than train.csv's {len(dataset.train_labels):,} rows: "
-            "use a smaller --subset, or 0 for all rows"
-        )
-    if settings.subset:
-        return dataset.train_images[: settings.subset], dataset.train_labels[: settings.subset]
-    return dataset.train_images, dataset.train_labels
-
-
 def _check_enough_rows(labels: np.ndarray, folds: int) -> None:
     smallest = int(np.bincount(labels, minlength=10).min())
     if smallest < folds:
@@ -610,18 +684,6 @@ def _check_enough_rows(labels: np.ndarray, folds: int) -> None:
             f"{folds} folds need at least {folds} rows of every digit, but one digit has {smallest}: "
             "use a larger --subset or fewer --folds"
         )
-
-
-def _member_name(fold: int, seed_index: int) -> str:
-    return f"f{fold}-s{seed_index}"
-
-
-def _member_dir(run_dir: Path, fold: int, seed_index: int) -> Path:
-    return run_dir / "members" / _member_name(fold, seed_index)
-
-
-def _member_done(run_dir: Path, fold: int, seed_index: int) -> bool:
-    return (_member_dir(run_dir, fold, seed_index) / "member.json").is_file()
 
 
 def _git_commit() -> str | None:

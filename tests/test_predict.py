@@ -6,13 +6,12 @@ import numpy as np
 import pytest
 
 from competition import backend, data, ensemble, submission
-from competition.settings import TrainSettings
+from competition.runs import Run
 from tests.conftest import assert_clean_failure, run_cli
 
 backend.select("tensorflow")
 
 from competition import predict as predicting  # noqa: E402
-from competition import train as training  # noqa: E402
 
 
 def test_greedy_weights_prefer_the_better_component():
@@ -53,8 +52,7 @@ def test_tta_views_are_the_mean_over_shifted_images(in_run):
     import keras
 
     workspace, run_dir = in_run
-    settings = TrainSettings.from_dict(training.storage.read_json(run_dir / "config.json")["settings"])
-    components = predicting._components(run_dir, settings, tta=True, log=lambda _: None)
+    components = predicting.member_components(Run(run_dir), tta=True, log=lambda _: None)
     assert sorted(components) == ["s0", "s0-tta", "s1", "s1-tta"]
     folder = run_dir / "members" / "f0-s1"
     model = keras.models.load_model(folder / "model.keras")
@@ -122,7 +120,7 @@ def test_shift_images_moves_and_fills_black():
 def test_submit_finds_the_blend_and_its_own_accuracy(in_run):
     workspace, run_dir = in_run
     result = predicting.predict(run_dir.name, weights="oof", log=lambda _: None)
-    run_id, accuracy = submission._run_of(workspace / "submission.csv")
+    run_id, accuracy = submission.run_of(workspace / "submission.csv")
     assert run_id == run_dir.name and accuracy == pytest.approx(result["oof_accuracy"])
 
 

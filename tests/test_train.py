@@ -14,6 +14,8 @@ import numpy as np
 import pytest
 
 from competition import backend, data, storage
+from competition.errors import UserError
+from competition.runs import Run
 from competition.settings import TrainSettings
 from tests import digits
 from tests.conftest import ROOT, assert_clean_failure, run_cli
@@ -78,13 +80,13 @@ def test_run_folder_is_complete_and_loadable(tiny_data):
             assert len(oof["rows"]) == 300
             np.testing.assert_allclose(again, oof["probs"], atol=1e-5)
         assert np.load(folder / "test.npy").shape == (40, 10)
-        history = training._history(folder)
+        history = Run.history(folder)
         assert len(history) == 4 and member["images_per_second"] > 0
         assert np.isnan(history[0]["val_accuracy"]) and not (folder / "best.keras").exists()
         assert not (folder / "backup").exists()
     oof = np.load(run_dir / "oof_probs.npy")
     assert oof.shape == (600, 10) and np.allclose(oof.sum(axis=1), 1, atol=1e-4)
-    assert training.latest_run() == run_dir
+    assert Run.latest().dir == run_dir
     assert not list((tiny_data / "ensembles").glob(".*partial*"))
 
 
@@ -141,13 +143,13 @@ def test_resume_after_interrupt_equals_an_uninterrupted_run(tiny_data, monkeypat
     reference = training.train(settings, quiet=True)
     reference_probs = np.load(reference / "test_probs.npy")
 
-    original = training._callbacks
+    original = training.member_callbacks
     monkeypatch.setattr(
-        training, "_callbacks", lambda s, folder, *a: [*original(s, folder, *a), Interrupt(1, folder)]
+        training, "member_callbacks", lambda s, folder, *a: [*original(s, folder, *a), Interrupt(1, folder)]
     )
     with pytest.raises(KeyboardInterrupt):
         training.train(settings, fresh=True, quiet=True)
-    monkeypatch.setattr(training, "_callbacks", original)
+    monkeypatch.setattr(training, "member_callbacks", original)
     run_dir = max((tiny_data / "ensembles").glob("*/"), key=lambda p: p.name)
     assert run_dir != reference and not (run_dir / "metrics.json").exists()
     assert (run_dir / "members" / "f0-s0" / "member.json").is_file()
@@ -157,16 +159,18 @@ def test_resume_after_interrupt_equals_an_uninterrupted_run(tiny_data, monkeypat
         (backup / "current").rename(backup / "previous")
         (backup / "next").mkdir()
         (backup / "next" / "latest.weights.h5").write_bytes(b"cut short")
-    with pytest.raises(Exception):  # noqa: B017 - an unfinished run is not offered to later steps
-        training.resolve_run(run_dir.name)
+    with pytest.raises(UserError, match=f"run {run_dir} is unfinished: run `kaggle-mnist train .*--epochs 3"):
+        Run.open(
+            run_dir.name
+        )  # an unfinished run is not offered to later steps; the message says how to finish it
     finished = {k: v for k, v in member_files(run_dir).items() if k.startswith("members/f0-s0/")}
     assert "members/f0-s0/test.npy" in finished
 
     resumed = training.train(settings, quiet=True)  # the same command again
     assert resumed == run_dir
     assert {k: v for k, v in member_files(run_dir).items() if k.startswith("members/f0-s0/")} == finished
-    epochs = [row["epoch"] for row in training._history(run_dir / "members" / "f1-s0")]
-    reference_epochs = [row["epoch"] for row in training._history(reference / "members" / "f1-s0")]
+    epochs = [row["epoch"] for row in Run.history(run_dir / "members" / "f1-s0")]
+    reference_epochs = [row["epoch"] for row in Run.history(reference / "members" / "f1-s0")]
     assert epochs == reference_epochs and epochs[0] == 0
     np.testing.assert_array_equal(np.load(run_dir / "test_probs.npy"), reference_probs)
 
@@ -228,7 +232,7 @@ def test_automatic_precision_and_epoch_validation():
 def test_cosine_schedule_warms_up_and_ends_at_zero(tiny_data):
     settings = TrainSettings(**{**TINY, "epochs": 4, "schedule": "cosine", "learning_rate": 2e-3})
     run_dir = training.train(settings, quiet=True)
-    rates = [row["learning_rate"] for row in training._history(run_dir / "members" / "f0-s0")]
+    rates = [row["learning_rate"] for row in Run.history(run_dir / "members" / "f0-s0")]
     # Logged at each epoch's end: the peak after the 1-epoch warmup, then down to zero at the last step.
     assert rates[0] == pytest.approx(2e-3, rel=1e-3)
     assert rates[1] > rates[2] > rates[3] and rates[3] == pytest.approx(0.0, abs=1e-9)
@@ -364,9 +368,11 @@ def test_ctrl_c_says_how_to_continue(tiny_data):
 
 def test_train_errors_are_one_line(workspace, tmp_path):
     assert_clean_failure(run_cli("train", "--folds", "2", cwd=workspace), "kaggle-mnist fetch")
-    assert_clean_failure(run_cli("train", "--arch", "resnet", cwd=workspace), "--arch must be one of")
+    assert_clean_failure(
+        run_cli("train", "--arch", "resnet", cwd=workspace), "'resnet' is not one of 'bncnn'"
+    )
     assert_clean_failure(run_cli("train", "--folds", "1", cwd=workspace), "--folds must be at least 2")
-    assert_clean_failure(run_cli("train", "--backend", "theano", cwd=workspace), "--backend must be one of")
+    assert_clean_failure(run_cli("train", "--backend", "theano", cwd=workspace), "'theano' is not one of")
     assert_clean_failure(run_cli("train", "--batch-size", "-1", cwd=workspace), "--batch-size and --lr")
     assert_clean_failure(
         run_cli("train", "--early-stopping", "-3", cwd=workspace), "--early-stopping must be 0 (off)"

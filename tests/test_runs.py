@@ -1,0 +1,242 @@
+"""Nothing damaged is trusted: every file of a run is checked when read back, named in one line when it
+fails, and repaired by the train command where that is safe; one train per run folder at a time."""
+
+from __future__ import annotations
+
+import errno
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from competition import backend, cli, locks
+from competition.errors import UserError
+from competition.runs import Run
+from competition.settings import TrainSettings
+from tests.conftest import assert_clean_failure, run_cli
+
+backend.select("tensorflow")
+from competition import predict as predicting  # noqa: E402
+from competition import train as training  # noqa: E402
+
+TINY = dict(folds=2, seeds=1, epochs=2, batch_size=32, subset=300)
+
+
+@pytest.fixture
+def run_copy(trained_run, tmp_path, monkeypatch) -> tuple[Path, Path]:
+    """A private copy of the shared trained run (2 folds x 2 seeds), free to damage."""
+    workspace, run_dir = trained_run
+    copy = tmp_path / "ws"
+    shutil.copytree(workspace, copy)
+    monkeypatch.setenv("KAGGLE_MNIST_WORKSPACE", str(copy))
+    monkeypatch.chdir(copy)
+    return copy, copy / "ensembles" / run_dir.name
+
+
+@pytest.fixture
+def tiny_run(workspace, tmp_path):
+    from tests import digits
+
+    digits.write_csvs(tmp_path / "csvs", n_train=600, n_test=40)
+    from competition import data
+
+    data.fetch(tmp_path / "csvs", log=lambda _: None)
+    settings = TrainSettings(**TINY)
+    return settings, training.train(settings, quiet=True)
+
+
+def truncate(path: Path) -> None:
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+
+
+def zero(path: Path) -> None:
+    path.write_bytes(bytes(path.stat().st_size))
+
+
+@pytest.mark.parametrize(
+    "damage, command, needle",
+    [
+        (lambda r: (r / "metrics.json").write_text("{not json"), ["evaluate"], "metrics.json is damaged"),
+        (lambda r: (r / "metrics.json").write_text("{not json"), ["report"], "metrics.json is damaged"),
+        (lambda r: zero(r / "test_probs.npy"), ["predict"], "test_probs.npy is damaged (its checksum"),
+        (lambda r: zero(r / "oof_probs.npy"), ["evaluate"], "oof_probs.npy is damaged (its checksum"),
+        (lambda r: truncate(r / "members/f1-s0/test.npy"), ["predict", "--weights", "oof"], "f1-s0/test.npy"),
+        (lambda r: (r / "members/f0-s1/oof.npz").unlink(), ["predict", "--tta"], "f0-s1/oof.npz is missing"),
+        (lambda r: (r / "folds.npy").unlink(), ["predict"], "folds.npy is missing"),
+    ],
+    ids=[
+        "metrics-json",
+        "metrics-json-report",
+        "test-probs",
+        "oof-probs",
+        "member-test",
+        "member-oof",
+        "folds",
+    ],
+)
+def test_damaged_run_files_are_named_in_one_line(run_copy, damage, command, needle):
+    workspace, run_dir = run_copy
+    damage(run_dir)
+    result = run_cli(*command, cwd=workspace, env={"KAGGLE_MNIST_WORKSPACE": str(workspace)})
+    # The file, and the command that repairs it (the run's own train command, retraining only the damage).
+    assert_clean_failure(result, needle, "kaggle-mnist train --folds 2 --epochs 2 --batch-size 16")
+    assert "this is a bug" not in result.stderr
+
+
+def test_a_lost_config_json_is_restored_from_the_manifest(run_copy):
+    workspace, run_dir = run_copy
+    original = (run_dir / "config.json").read_text()
+    (run_dir / "config.json").unlink()
+    assert Run.open(run_dir.name).settings.seeds == 2
+    assert json.loads((run_dir / "config.json").read_text()) == json.loads(original)
+
+
+def test_a_run_that_cannot_be_identified_is_refused_not_passed_over(run_copy):
+    workspace, run_dir = run_copy
+    (run_dir / "config.json").write_text("garbage")
+    (run_dir / "manifest.json").unlink()
+    (run_dir / "metrics.json").unlink()
+    with pytest.raises(UserError, match=f"{run_dir / 'config.json'} is damaged .* move {run_dir} out of"):
+        Run.open(run_dir.name)
+    # train would otherwise quietly start a second run beside the broken one.
+    with pytest.raises(UserError, match="cannot be identified"):
+        training.train(TrainSettings(folds=2, seeds=2, epochs=2, batch_size=16), quiet=True)
+    assert sorted(p.name for p in (workspace / "ensembles").iterdir() if not p.name.startswith(".")) == [
+        run_dir.name
+    ]
+
+
+def test_train_repairs_only_what_is_damaged(tiny_run, capsys):
+    settings, run_dir = tiny_run
+    reference = np.load(run_dir / "test_probs.npy")
+    cv = Run(run_dir).metrics["cv_accuracy"]
+    model = run_dir / "members" / "f0-s0" / "model.keras"
+    model_time = model.stat().st_mtime_ns
+    zero(run_dir / "members" / "f0-s0" / "test.npy")  # predictions: predict again with its model
+    (run_dir / "members" / "f1-s0" / "model.keras").write_bytes(b"not a model")  # the model: train again
+    (run_dir / "metrics.json").write_text("{")
+    capsys.readouterr()
+
+    assert training.train(settings, quiet=True) == run_dir  # the same command: the same run
+    out = " ".join(capsys.readouterr().out.split())  # the console wraps long lines
+    assert f"Member f0-s0 of {run_dir.name}: test.npy damaged; predicting again with its model" in out
+    assert f"Member f1-s0 of {run_dir.name}: model.keras damaged; training it again" in out
+    assert model.stat().st_mtime_ns == model_time
+    # Deterministic training: the repaired run is the run it was.
+    np.testing.assert_array_equal(np.load(run_dir / "test_probs.npy"), reference)
+    assert Run.open(run_dir.name).metrics["cv_accuracy"] == cv
+    # And a healthy run is left alone.
+    training.train(settings, quiet=True)
+    assert "already trained" in capsys.readouterr().out
+
+
+def test_a_deleted_config_json_resumes_the_same_run(tiny_run):
+    settings, run_dir = tiny_run
+    (run_dir / "config.json").unlink()
+    assert training.train(settings, quiet=True) == run_dir
+    assert len([p for p in run_dir.parent.iterdir() if not p.name.startswith(".")]) == 1
+
+
+def test_a_second_train_on_the_same_run_is_refused(tiny_run):
+    settings, run_dir = tiny_run
+    (run_dir / "metrics.json").unlink()  # as if still training
+    with locks.hold(run_dir / ".lock", "test"):
+        with pytest.raises(UserError, match=r"another kaggle-mnist process \(pid \d+\) is working on run"):
+            training.train(settings, quiet=True)
+    # Nothing was touched meanwhile: the first process finishes the run as if alone.
+    history = (run_dir / "members" / "f0-s0" / "history.csv").read_text().splitlines()
+    assert len(history) == 1 + settings.epochs
+    assert training.train(settings, quiet=True) == run_dir and (run_dir / "metrics.json").is_file()
+
+
+def test_a_kill_while_saving_the_model_resumes_from_the_backup(workspace, tmp_path, monkeypatch):
+    from competition import data, storage
+    from tests import digits
+
+    digits.write_csvs(tmp_path / "csvs", n_train=600, n_test=40)
+    data.fetch(tmp_path / "csvs", log=lambda _: None)
+    settings = TrainSettings(**{**TINY, "seeds": 1})
+    reference = np.load(training.train(settings, quiet=True) / "test_probs.npy")
+
+    real = storage.write_atomic
+
+    def killed_saving_model(path, writer):
+        if Path(path).name == "model.keras":
+            raise KeyboardInterrupt
+        return real(path, writer)
+
+    monkeypatch.setattr(training.storage, "write_atomic", killed_saving_model)
+    with pytest.raises(KeyboardInterrupt):
+        training.train(settings, fresh=True, quiet=True)
+    monkeypatch.undo()
+    monkeypatch.chdir(workspace)
+    run_dir = max((workspace / "ensembles").glob("*/"), key=lambda p: p.name)
+    backup = run_dir / "members" / "f0-s0" / "backup" / "current" / "state.json"
+    assert json.loads(backup.read_text())["epochs_done"] == settings.epochs  # every epoch kept
+    assert training.train(settings, quiet=True) == run_dir
+    assert len(Run.history(run_dir / "members" / "f0-s0")) == settings.epochs
+    np.testing.assert_array_equal(np.load(run_dir / "test_probs.npy"), reference)
+
+
+def test_tta_chosen_by_too_few_folds_writes_the_plain_mean(run_copy, monkeypatch):
+    workspace, run_dir = run_copy
+    # Two folds, one for TTA and one against: no majority, so the file is the plain mean, named so,
+    # and the accuracy reported is the plain mean's.
+    monkeypatch.setattr(
+        predicting,
+        "choose_per_fold",
+        lambda candidates, labels, folds: (candidates["tta"], {"0": "tta", "1": "mean"}),
+    )
+    result = predicting.predict(run_dir.name, tta=True, log=lambda _: None)
+    assert Path(result["file"]).name == f"{run_dir.name}.csv"
+    assert result["oof_accuracy"] == result["plain_mean_accuracy"] and result["changed_vs_mean"] == 0
+    assert "too few folds" in result["blend"]
+
+
+def test_predict_images_skips_a_huge_picture_and_quotes_paths(run_copy, tmp_path, monkeypatch):
+    from PIL import Image
+
+    from competition import images
+
+    workspace, _ = run_copy
+    folder = tmp_path / "pics, mine"
+    folder.mkdir()
+    digit = np.zeros((28, 28), dtype=np.uint8)
+    digit[6:22, 12:16] = 255
+    Image.fromarray(digit).save(folder / 'a "one".png')
+    Image.fromarray(np.zeros((200, 200), dtype=np.uint8)).save(folder / "huge.png")
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 10_000)  # 200 x 200 is over twice that: a "bomb"
+    out = tmp_path / "out.csv"
+    predictions = images.predict_images([folder], csv=out)
+    by_name = {p.path.name: p for p in predictions}
+    assert by_name["huge.png"].error.startswith("too large to read")
+    assert by_name['a "one".png'].label is not None
+    import csv
+
+    with open(out, newline="") as handle:
+        rows = list(csv.reader(handle))
+    assert rows[1][0] == str(folder / 'a "one".png') and len(rows) == 2
+
+
+def test_a_full_disk_is_one_line_not_a_bug(monkeypatch, capsys):
+    def full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device", "/work/ensembles/x/model.keras")
+
+    monkeypatch.setattr(cli, "app", full)
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main()
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 74 and err.count("\n") == 1
+    assert (
+        err.startswith("error: the disk is full (/work/ensembles/x/model.keras)")
+        and "run the same command" in err
+    )
+
+
+def test_debug_shows_the_traceback(workspace):
+    plain = run_cli("evaluate", cwd=workspace)
+    assert_clean_failure(plain, "no trained run")
+    debug = run_cli("--debug", "evaluate", cwd=workspace)
+    assert debug.returncode == 1 and "no trained run" in debug.stderr and "Traceback" in debug.stderr
