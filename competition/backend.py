@@ -6,10 +6,13 @@ Keras reads KERAS_BACKEND once, on first import, so `select` must run before any
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import os
 import sys
 
 from competition.errors import UserError
+
+BACKEND_MODULES = {"tensorflow": "tensorflow", "jax": "jax", "torch": "torch"}
 
 
 def select(name: str) -> None:
@@ -22,6 +25,14 @@ def select(name: str) -> None:
                 f"start a new Python process to use {name}"
             )
         return
+    module = BACKEND_MODULES.get(name, name)
+    if importlib.util.find_spec(module) is None:
+        extra = (
+            'pip install -e ".[tensorflow]" (or keep the TensorFlow build you have, e.g. tensorflow-cpu)'
+            if name == "tensorflow"
+            else f"pip install {module}"
+        )
+        raise UserError(f"the {name} backend needs {module}, which is not installed here: {extra}")
     os.environ["KERAS_BACKEND"] = name
     # TensorFlow's C++ start-up chatter (CUDA probes, graph warnings) is not for users.
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")

@@ -93,6 +93,13 @@ def submissions(competition: str = COMPETITION) -> list:
 _CLIENT: Any = None
 
 
+def reset_client() -> None:
+    """Forget the authenticated client, so the next call reads the credentials again (after the user
+    changed them; tests give each case its own)."""
+    global _CLIENT
+    _CLIENT = None
+
+
 def client() -> Any:
     """An authenticated `KaggleApi`, imported and built on first use."""
     global _CLIENT

@@ -17,6 +17,9 @@ from pathlib import Path
 import keras
 import numpy as np
 
+from competition import storage
+
+BACKUP_MARGIN_BYTES = 64 << 20
 # The attributes that carry a callback's memory from one epoch to the next (Keras 3 names).
 _CALLBACK_STATE = ("wait", "best", "best_epoch", "stopped_epoch", "cooldown_counter")
 
@@ -88,6 +91,8 @@ class ExactBackup(keras.callbacks.BackupAndRestore):
         pass
 
     def _save(self, epochs_done: int) -> None:
+        # The backup is a few MB; a margin keeps the next write (history, model.keras) from filling it.
+        storage.ensure_free_space(self.root.parent, BACKUP_MARGIN_BYTES)
         staging = self.root / "next"
         shutil.rmtree(staging, ignore_errors=True)
         staging.mkdir(parents=True)

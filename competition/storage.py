@@ -8,9 +8,11 @@ file, or a stray `*.partial*` that nobody reads.
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import json
 import os
+import shutil
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -61,6 +63,19 @@ def save_npy(path: Path, array: np.ndarray) -> Path:
             np.save(handle, np.ascontiguousarray(array))
 
     return write_atomic(path, writer)
+
+
+def ensure_free_space(folder: Path, needed_bytes: int) -> None:
+    """Raises the OS's own "no space left" error before a write that would not fit. Some writers do not
+    fail cleanly on a full disk (h5py, under Keras' weight saving, can crash the process), so the big
+    writes check first; the CLI turns the error into one line."""
+    free = shutil.disk_usage(folder).free
+    if free < needed_bytes:
+        raise OSError(
+            errno.ENOSPC,
+            f"No space left on device ({free >> 20} MB free, {needed_bytes >> 20} MB needed)",
+            str(folder),
+        )
 
 
 def sha256_file(path: Path, chunk_size: int = 1 << 20) -> str:

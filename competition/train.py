@@ -26,7 +26,7 @@ import keras
 import numpy as np
 from sklearn.model_selection import StratifiedKFold
 
-from competition import backend, data, ensemble, locks, paths, storage
+from competition import backend, data, ensemble, locks, paths, resume, storage
 from competition.errors import UserError
 from competition.model import SmoothedCrossentropy, build_model
 from competition.model import load as load_model
@@ -35,7 +35,10 @@ from competition.resume import EpochBatches, EpochSeeds, ExactBackup
 from competition.runs import MEMBER_FILES, RUN_ARRAYS, DamagedFile, Run, checksums, member_name, training_rows
 from competition.settings import TrainSettings
 
-PREDICT_BATCH = 1024  # inference has no gradients to hold: big batches are free speed
+PREDICT_BATCH = 1024
+MEMBER_BYTES = (
+    16 << 20
+)  # model.keras and best.keras of the bncnn (4 MB each), its predictions, a margin  # inference has no gradients to hold: big batches are free speed
 
 
 # ----------------------------------------------------------------------------------------------
@@ -114,6 +117,8 @@ def _train_run(run: Run, new, labels, images, dataset, gpus, workers, only, quie
     todo = [m for m in settings.members if not run.member_done(*m)]
     if only is not None:
         todo = [m for m in todo if member_name(*m) in only]
+    # Each member keeps a model or two (a few MB each) and predictions; say so now, not hours in.
+    storage.ensure_free_space(run_dir, MEMBER_BYTES * len(todo) + resume.BACKUP_MARGIN_BYTES)
     train_rows = int(np.sum(folds != 0))
     # On a CPU: as many processes of the run's thread count as the cores hold, at most the two measured
     # (a run resumed on a bigger machine keeps its thread count, so its numbers stay the same).
@@ -125,7 +130,7 @@ def _train_run(run: Run, new, labels, images, dataset, gpus, workers, only, quie
         estimate = _warn_cpu_time(settings, len(todo), images, folds, len(dataset.test_images), workers)
     with RunProgress(len(todo) * settings.epochs * steps_per_epoch, quiet) as progress:
         if workers > 1:
-            _train_in_workers(run, todo, workers, gpus, steps_per_epoch, progress)
+            train_in_workers(run, todo, workers, gpus, steps_per_epoch, progress)
         else:
             _train_members(run, todo, images, labels, dataset.test_images, folds, progress)
     missing = [m for m in settings.members if not run.member_done(*m)]
@@ -154,7 +159,7 @@ def _train_run(run: Run, new, labels, images, dataset, gpus, workers, only, quie
 
 
 def work(run_dir: Path, names: list[str]) -> None:
-    """A worker process's share of a run (see `_train_in_workers`): trains the named members. The
+    """A worker process's share of a run (see `train_in_workers`): trains the named members. The
     parent process holds the run's lock for it."""
     run = Run(Path(run_dir))
     dataset = data.load()
@@ -200,7 +205,7 @@ def cpu_workers(settings: TrainSettings, members: int, train_rows: int) -> int:
     return 2
 
 
-def _train_in_workers(run: Run, todo, workers, gpus, steps_per_epoch, progress) -> None:
+def train_in_workers(run: Run, todo, workers, gpus, steps_per_epoch, progress) -> None:
     """Members spread over `workers` processes, one GPU each (as on a Kaggle "T4 x2" notebook), or on
     a CPU the run's `cpu_threads` cores each: members are independent, so this scales without the
     gradient syncing of a data-parallel model. Each worker pins its GPU with CUDA_VISIBLE_DEVICES and

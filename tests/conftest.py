@@ -3,6 +3,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,7 +26,7 @@ class Result:
 
 
 @pytest.fixture
-def workspace(tmp_path, monkeypatch) -> Path:
+def workspace(tmp_path, monkeypatch) -> Iterator[Path]:
     """An empty workspace, a home with no credentials, and no Kaggle notebook mount."""
     ws = tmp_path / "ws"
     ws.mkdir()
@@ -44,8 +45,9 @@ def workspace(tmp_path, monkeypatch) -> Path:
         "XDG_CONFIG_HOME",
     ):
         monkeypatch.delenv(var, raising=False)
-    monkeypatch.setattr(kaggle_api, "_CLIENT", None)
-    return ws
+    kaggle_api.reset_client()
+    yield ws
+    kaggle_api.reset_client()
 
 
 def run_cli(*args: str, cwd: Path, env: dict[str, str] | None = None, timeout: float = 240) -> Result:

@@ -90,7 +90,9 @@ def test_a_worse_blend_falls_back_to_the_plain_mean(in_run, monkeypatch):
 
 def test_unknown_weights_is_one_line(in_run):
     workspace, _ = in_run
-    assert_clean_failure(run_cli("predict", "--weights", "magic", cwd=workspace), "--weights must be one of")
+    assert_clean_failure(
+        run_cli("predict", "--weights", "magic", cwd=workspace), "'magic' is not one of 'mean', 'oof'"
+    )
 
 
 def test_choose_per_fold_never_fits_on_the_fold_it_reports():

@@ -220,6 +220,23 @@ def test_predict_images_skips_a_huge_picture_and_quotes_paths(run_copy, tmp_path
     assert rows[1][0] == str(folder / 'a "one".png') and len(rows) == 2
 
 
+def test_train_checks_the_free_space_before_training(workspace, tmp_path, monkeypatch):
+    from collections import namedtuple
+
+    from competition import data, storage
+    from tests import digits
+
+    digits.write_csvs(tmp_path / "csvs", n_train=600, n_test=40)
+    data.fetch(tmp_path / "csvs", log=lambda _: None)
+    usage = namedtuple("usage", "total used free")
+    monkeypatch.setattr(storage.shutil, "disk_usage", lambda path: usage(10 << 30, 10 << 30, 5 << 20))
+    with pytest.raises(OSError) as info:
+        training.train(TrainSettings(**TINY), quiet=True)
+    assert info.value.errno == errno.ENOSPC and "5 MB free" in str(info.value)
+    run_dir = next((workspace / "ensembles").glob("*/"))
+    assert not (run_dir / "members").exists()  # refused before any member started
+
+
 def test_a_full_disk_is_one_line_not_a_bug(monkeypatch, capsys):
     def full(*args, **kwargs):
         raise OSError(errno.ENOSPC, "No space left on device", "/work/ensembles/x/model.keras")

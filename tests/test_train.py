@@ -94,7 +94,10 @@ def test_run_folder_is_complete_and_loadable(tiny_data):
 def test_each_architecture_builds_and_trains(tiny_data, arch):
     run_dir = training.train(TrainSettings(**{**TINY, "arch": arch, "subset": 200}), quiet=True)
     metrics = storage.read_json(run_dir / "metrics.json")
-    assert 0.0 <= metrics["cv_accuracy"] <= 1.0
+    # The CV figure is the accuracy of the saved out-of-fold probabilities on the saved labels.
+    oof, labels = np.load(run_dir / "oof_probs.npy"), np.load(run_dir / "oof_labels.npy")
+    assert metrics["cv_accuracy"] == pytest.approx(float(np.mean(oof.argmax(axis=1) == labels)))
+    assert len(labels) == 200 and oof.shape == (200, 10)
     assert keras.models.load_model(run_dir / "members" / "f0-s0" / "model.keras").name == arch
 
 
@@ -399,10 +402,10 @@ def test_each_worker_gets_its_own_gpu(tiny_data, monkeypatch, tmp_path, visible,
     else:
         monkeypatch.setenv("CUDA_VISIBLE_DEVICES", visible)
     run_dir = tiny_data / "ensembles" / "fake-run"
-    run_dir.mkdir(parents=True)
     settings = TrainSettings(**{**TINY, "folds": 2, "seeds": 2}).resolved(gpu=True)
+    storage.write_json(run_dir / "config.json", {"settings": settings.to_dict()})
     with training.RunProgress(10, quiet=True) as progress:
-        training._train_in_workers(run_dir, settings, settings.members, 2, ["gpu0", "gpu1"], 1, progress)
+        training.train_in_workers(Run(run_dir), settings.members, 2, ["gpu0", "gpu1"], 1, progress)
     seen = sorted(record.read_text().split("\n")[:-1])
     # Members alternate over the workers: f0-s0 and f0-s1 on the first GPU, f1-s0 and f1-s1 on the second.
     assert seen == [f"{expected[0]} f0-s0 f0-s1", f"{expected[1]} f1-s0 f1-s1"]
