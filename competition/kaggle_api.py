@@ -162,7 +162,7 @@ def _require_credentials() -> None:
     raise UserError(
         f"no Kaggle credentials found: create an API token at {SETTINGS_URL} > API and save it as "
         f"{credential_locations()[0]} (chmod 600; see kaggle.json.example), or set KAGGLE_USERNAME and "
-        "KAGGLE_KEY, or KAGGLE_API_TOKEN; or pass --from PATH with a local copy of the data"
+        "KAGGLE_KEY, or KAGGLE_API_TOKEN (for `fetch`, --from PATH with a local copy of the data needs none)"
     )
 
 

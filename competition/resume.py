@@ -19,7 +19,7 @@ import numpy as np
 
 from competition import storage
 
-BACKUP_MARGIN_BYTES = 64 << 20
+BACKUP_MARGIN_BYTES = 16 << 20  # two 4 MB backups during a swap, and room to spare
 # The attributes that carry a callback's memory from one epoch to the next (Keras 3 names).
 _CALLBACK_STATE = ("wait", "best", "best_epoch", "stopped_epoch", "cooldown_counter")
 
@@ -91,7 +91,6 @@ class ExactBackup(keras.callbacks.BackupAndRestore):
         pass
 
     def _save(self, epochs_done: int) -> None:
-        # The backup is a few MB; a margin keeps the next write (history, model.keras) from filling it.
         storage.ensure_free_space(self.root.parent, BACKUP_MARGIN_BYTES)
         staging = self.root / "next"
         shutil.rmtree(staging, ignore_errors=True)

@@ -93,6 +93,9 @@ def train(
             run = None if fresh else Run.matching(identity)
             new = run is None
             if new:
+                root = paths.ensembles_dir()
+                root.mkdir(parents=True, exist_ok=True)
+                _check_free_space(root, len(settings.members))  # before the run folder exists
                 run = Run(_new_run(settings, identity, gpus, labels))
             held.enter_context(locks.hold(run.dir / ".lock", f"run {run.dir}"))
         return _train_run(run, new, labels, images, dataset, gpus, workers, only, quiet, started)
@@ -117,8 +120,7 @@ def _train_run(run: Run, new, labels, images, dataset, gpus, workers, only, quie
     todo = [m for m in settings.members if not run.member_done(*m)]
     if only is not None:
         todo = [m for m in todo if member_name(*m) in only]
-    # Each member keeps a model or two (a few MB each) and predictions; say so now, not hours in.
-    storage.ensure_free_space(run_dir, MEMBER_BYTES * len(todo) + resume.BACKUP_MARGIN_BYTES)
+    _check_free_space(run_dir, len(todo))
     train_rows = int(np.sum(folds != 0))
     # On a CPU: as many processes of the run's thread count as the cores hold, at most the two measured
     # (a run resumed on a bigger machine keeps its thread count, so its numbers stay the same).
@@ -523,12 +525,14 @@ def _repair(run: Run, labels: np.ndarray) -> bool:
         (folder / "member.json").unlink(missing_ok=True)
         if retrain:
             shutil.rmtree(folder)
-            console.print(f"Member {folder.name} of {run.id}: {', '.join(files)} damaged; training it again")
+            console.print(
+                f"Member {folder.name} of {run.id}: {', '.join(files)} damaged or missing; training it again"
+            )
         else:
             for name in ("oof.npz", "test.npy"):
                 (folder / name).unlink(missing_ok=True)
             console.print(
-                f"Member {folder.name} of {run.id}: {', '.join(files)} damaged; predicting again with its model"
+                f"Member {folder.name} of {run.id}: {', '.join(files)} damaged or missing; predicting again with its model"
             )
     if not run.finished:
         return bool(damaged)
@@ -680,6 +684,11 @@ def _duration(seconds: float) -> str:
         return f"{seconds:.0f} s"
     minutes = round(seconds / 60)
     return f"{minutes // 60} h {minutes % 60:02d} min" if minutes >= 60 else f"{minutes} min"
+
+
+def _check_free_space(folder: Path, members: int) -> None:
+    """Each member keeps a model or two and its predictions: say now, not hours in, if they cannot fit."""
+    storage.ensure_free_space(folder, MEMBER_BYTES * members + resume.BACKUP_MARGIN_BYTES)
 
 
 def _check_enough_rows(labels: np.ndarray, folds: int) -> None:
