@@ -258,3 +258,46 @@ def test_debug_shows_the_traceback(workspace):
     assert_clean_failure(plain, "no trained run")
     debug = run_cli("--debug", "evaluate", cwd=workspace)
     assert debug.returncode == 1 and "no trained run" in debug.stderr and "Traceback" in debug.stderr
+
+
+def test_a_missing_backend_library_is_one_line_with_the_install_command(monkeypatch):
+    import importlib.util
+
+    from competition import backend as backends
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name, *a: None if name == "jax" else real(name, *a)
+    )
+    monkeypatch.delitem(__import__("sys").modules, "keras", raising=False)
+    with pytest.raises(
+        UserError, match="the jax backend needs jax, which is not installed here: pip install jax"
+    ):
+        backends.select("jax")
+
+
+def test_predict_uses_the_backend_of_the_run_it_predicts_with(run_copy):
+    workspace, run_dir = run_copy
+    # A newer, unfinished run trained with another backend must not decide how this one is loaded.
+    newer = workspace / "ensembles" / "29991231-000000-bncnn-2x2"
+    newer.mkdir()
+    config = json.loads((run_dir / "config.json").read_text())
+    config["settings"]["backend"] = "torch"
+    (newer / "config.json").write_text(json.dumps(config))
+    result = run_cli("predict", "--tta", cwd=workspace, env={"KAGGLE_MNIST_WORKSPACE": str(workspace)})
+    assert result.returncode == 0, result.output
+    assert f"Wrote {workspace / 'submissions'}" in result.stdout
+
+
+def test_a_value_error_while_submitting_is_not_called_a_cut_download(monkeypatch, tmp_path):
+    from competition import kaggle_api
+
+    class Client:
+        def competition_submit(self, *args, **kwargs):
+            raise ValueError("Invalid value for `ref`")
+
+    monkeypatch.setattr(kaggle_api, "client", lambda: Client())
+    with pytest.raises(UserError) as info:
+        kaggle_api.submit(tmp_path / "s.csv", "m")
+    assert "cut short" not in info.value.message
+    assert info.value.message == "the kaggle client failed while submitting: Invalid value for `ref`"

@@ -87,6 +87,12 @@ def test_run_folder_is_complete_and_loadable(tiny_data):
     oof = np.load(run_dir / "oof_probs.npy")
     assert oof.shape == (600, 10) and np.allclose(oof.sum(axis=1), 1, atol=1e-4)
     assert Run.latest().dir == run_dir
+    # The run records the cached arrays it was trained on, as verified when they were loaded.
+    config = storage.read_json(run_dir / "config.json")
+    assert config["arrays_sha256"] == data.load().arrays_sha256
+    assert config["arrays_sha256"]["train_labels"] == storage.sha256_file(
+        tiny_data / "data" / "digit-recognizer" / "cache" / "train_labels.npy"
+    )
     assert not list((tiny_data / "ensembles").glob(".*partial*"))
 
 
