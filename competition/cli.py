@@ -39,6 +39,24 @@ QuietOption = Annotated[
     bool, typer.Option("--quiet", help="Plain log lines instead of the live progress bar.")
 ]
 WorkersOption = Annotated[int, typer.Option(help=WORKERS_HELP)]
+Where = Choice("Where", {"here": "here", "kaggle": "kaggle"})
+OnOption = Annotated[
+    Where,
+    typer.Option(
+        "--on",
+        help="here (this machine) or kaggle: push the run to a private Kaggle script kernel on Kaggle's GPUs, "
+        "follow it, and bring the run home into ensembles/ (needs kaggle.json and the data fetched here).",
+    ),
+]
+AcceleratorOption = Annotated[
+    str,
+    typer.Option(
+        help="Kaggle machine shape with --on kaggle: NvidiaTeslaT4 (T4 x2), NvidiaTeslaP100, NvidiaL4."
+    ),
+]
+KernelsOption = Annotated[
+    int, typer.Option(help="With --on kaggle: split the members over this many kernels run at once.")
+]
 BatchSizeOption = Annotated[int, typer.Option(help=BATCH_HELP)]
 Weights = Choice("Weights", {"mean": "mean", "oof": "oof"})
 WeightsOption = Annotated[Weights, typer.Option(help=WEIGHTS_HELP)]
@@ -191,6 +209,9 @@ def train(
         typer.Option("--fresh", help="Start a new run even if this one was trained or interrupted before."),
     ] = False,
     quiet: QuietOption = False,
+    on: OnOption = Where.here,
+    accelerator: AcceleratorOption = "NvidiaTeslaT4",
+    kernels: KernelsOption = 1,
 ) -> None:
     """Train the k-fold ensemble into ensembles/<run-id>/.
 
@@ -218,11 +239,57 @@ def train(
         precision=precision,
         epoch_validation=epoch_validation,
     )
+    if on == Where.kaggle:
+        if members or fresh:
+            raise UserError("--members and --fresh are for training here; --on kaggle trains the whole run")
+        _train_on_kaggle(settings, accelerator, kernels, quiet)
+        return
     backends.select(settings.backend)
     from competition import train as training
 
     only = [name.strip() for name in members.split(",") if name.strip()] if members else None
     training.train(settings, fresh=fresh, quiet=quiet, workers=workers, only=only)
+
+
+def _train_on_kaggle(settings: TrainSettings, accelerator: str, kernels: int, quiet: bool) -> Path:
+    """Kaggle's GPUs instead of this machine's: nothing of Keras is loaded here."""
+    from rich.console import Console
+
+    from competition import kernels as kaggle_kernels
+
+    console = Console(highlight=False)
+    if quiet or not console.is_terminal:
+        return kaggle_kernels.train_on_kaggle(settings, accelerator, kernels, log=typer.echo)
+    with console.status("Kaggle: pushing") as status:
+        return kaggle_kernels.train_on_kaggle(
+            settings, accelerator, kernels, log=console.print, status_line=lambda line: status.update(line)
+        )
+
+
+@app.command("kernel-script")
+def kernel_script(
+    folds: Annotated[int, typer.Option(help="Stratified k-fold splits.")] = DEFAULTS.folds,
+    seeds: Annotated[int, typer.Option(help="Seeded models per fold.")] = DEFAULTS.seeds,
+    epochs: Annotated[int, typer.Option(help="Epochs per member.")] = DEFAULTS.epochs,
+    batch_size: BatchSizeOption = DEFAULTS.batch_size,
+    arch: ArchOption = DEFAULTS.arch,
+    subset: SubsetOption = DEFAULTS.subset,
+    precision: PrecisionOption = DEFAULTS.precision,
+) -> None:
+    """Print the script that `train --on kaggle` runs, to paste into a Kaggle notebook by hand
+    (add the competition as input and a GPU accelerator): `kaggle-mnist kernel-script > train.py`."""
+    from competition import kernels as kaggle_kernels
+
+    settings = _settings(
+        arch=arch,
+        folds=folds,
+        seeds=seeds,
+        epochs=epochs,
+        batch_size=batch_size,
+        subset=subset,
+        precision=precision,
+    )
+    typer.echo(kaggle_kernels.kernel_script(settings.resolved(gpu=True)), nl=False)
 
 
 @app.command()
@@ -379,6 +446,9 @@ def run_all(
     message: Annotated[str | None, typer.Option("--message", help="Submission description.")] = None,
     workers: WorkersOption = 0,
     quiet: QuietOption = False,
+    on: OnOption = Where.here,
+    accelerator: AcceleratorOption = "NvidiaTeslaT4",
+    kernels: KernelsOption = 1,
 ) -> None:
     """Fetch, train, predict and (with --submit) submit: the whole job in one command."""
     from competition import backend as backends
@@ -395,12 +465,18 @@ def run_all(
         precision=precision,
     )
     data.fetch(source=source, log=typer.echo)
-    backends.select(settings.backend)
+    if on == Where.kaggle:
+        run_dir = _train_on_kaggle(settings, accelerator, kernels, quiet)
+        if tta:
+            backends.select(settings.backend)
+    else:
+        backends.select(settings.backend)
+        from competition import train as training
+
+        run_dir = training.train(settings, quiet=quiet, workers=workers)
     from competition import predict as predicting
     from competition import submission
-    from competition import train as training
 
-    run_dir = training.train(settings, quiet=quiet, workers=workers)
     result = predicting.predict(run_dir.name, tta=tta, weights=weights.value, log=typer.echo)
     if do_submit:
         submission.submit(Path(result["file"]), message, wait=True, log=typer.echo)

@@ -67,6 +67,12 @@ def submit(file: Path, message: str, competition: str = COMPETITION) -> Any:
     return response
 
 
+def call(function: Callable[[], T], action: str, watched: bool = True) -> T:
+    """Any client call, with this module's retries, stall watch (unless `watched` is off) and one-line
+    errors; `action` says what it was doing ("pushing the kernel")."""
+    return _with_retries((lambda: _watched(function)) if watched else function, action)
+
+
 def submission_limits(competition: str = COMPETITION) -> Any | None:
     """Today's submission counts, or None where the client (kaggle < 2.2.4) cannot tell."""
     api = client()

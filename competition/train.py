@@ -150,7 +150,7 @@ def _train_run(run: Run, new, labels, images, dataset, gpus, workers, only, quie
         "estimated_seconds": estimate,  # what the CPU estimate said before training, if it ran
         "workers": workers,
     }
-    metrics = _finish_run(run, labels, folds, wall)
+    metrics = run.score(labels, folds, wall)
     console.print(results_table(metrics["members"], metrics["fold_accuracy"], metrics["cv_accuracy"]))
     console.print(
         f"CV accuracy {metrics['cv_accuracy']:.4%} over {len(labels):,} rows; trained in "
@@ -463,46 +463,6 @@ def _epochs_logged(folder: Path) -> int:
 
 # ----------------------------------------------------------------------------------------------
 # The run
-
-
-def _finish_run(run: Run, labels: np.ndarray, folds: np.ndarray, wall: dict) -> dict:
-    """Scores the run from its members' verified predictions; metrics.json, written last with the
-    checksums of the run's arrays, marks it finished."""
-    settings, run_dir = run.settings, run.dir
-    members, oof_parts, tests = [], [], []
-    for member in settings.members:
-        members.append(run.member_info(*member))
-        rows, probs, test = run.member_predictions(*member)
-        oof_parts.append((rows, probs))
-        tests.append(test)
-    oof, covered = ensemble.out_of_fold(oof_parts, len(labels))
-    assert covered.all(), "every row belongs to some fold"
-    fold_accuracy = {
-        str(f): ensemble.accuracy(oof[folds == f], labels[folds == f]) for f in range(settings.folds)
-    }
-    test_probs = ensemble.average(tests).astype(np.float32)
-    storage.save_npy(run_dir / "oof_probs.npy", oof.astype(np.float32))
-    storage.save_npy(run_dir / "oof_labels.npy", labels)
-    storage.save_npy(run_dir / "test_probs.npy", test_probs)
-    valid = [m for m in members if np.isfinite(m["seconds_per_epoch"])]
-    metrics = {
-        "run_id": run_dir.name,
-        "cv_accuracy": ensemble.accuracy(oof, labels),
-        "cv_caveat": ensemble.cv_caveat(settings.folds, settings.seeds),
-        "fold_accuracy": fold_accuracy,
-        "mean_member_accuracy": float(np.mean([m["val_accuracy"] for m in members])),
-        "members": members,
-        "rows": int(len(labels)),
-        "seconds_total": float(sum(m["seconds"] for m in members)),
-        **wall,
-        "seconds_per_epoch": float(np.mean([m["seconds_per_epoch"] for m in valid])) if valid else None,
-        "images_per_second_per_member": float(np.mean([m["images_per_second"] for m in valid]))
-        if valid
-        else None,
-        "files": checksums(run_dir, RUN_ARRAYS),
-    }
-    storage.write_json(run_dir / "metrics.json", metrics)
-    return metrics
 
 
 def _repair(run: Run, labels: np.ndarray) -> bool:

@@ -1,5 +1,9 @@
 """A small stand-in for api.kaggle.com, on 127.0.0.1, spoken to by the real `kaggle` client.
 
+Kernels really run: a pushed script is executed here in a subprocess, with a fake /kaggle (its
+input/digit-recognizer/ holding the CSVs in `KaggleState.kernel_input`, its working/ the output), so
+`kaggle-mnist train --on kaggle` is tested end to end through push, status, logs and output.
+
 The client is routed here without patching it: `KAGGLE_API_ENVIRONMENT=LOCALHOST` makes it post to
 `http://localhost/api/v1/...`, and `http_proxy` points at this server, which therefore receives absolute
 URLs. It speaks what the client needs: `POST /api/v1/<Service>/<Method>` with camelCase JSON, Basic
@@ -11,13 +15,19 @@ from __future__ import annotations
 import base64
 import io
 import json
+import os
+import shutil
+import subprocess
+import sys
 import threading
 import time
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from urllib.parse import urlsplit
 
 COMPETITION_SERVICE = "competitions.CompetitionApiService"
+KERNELS_SERVICE = "kernels.KernelsApiService"
 
 
 @dataclass
@@ -42,6 +52,17 @@ class KaggleState:
     submit_status: str = "COMPLETE"
     fail_upload: bool = False
     no_ref: bool = False  # CreateSubmission answers without a ref (seen from older API versions)
+    # Kernels: where pushed scripts run (a folder per version), and the CSVs their input mount holds.
+    kernel_root: Path | None = None
+    kernel_input: Path | None = None
+    kernels: dict[str, dict] = field(default_factory=dict)
+    pushes: list[dict] = field(default_factory=list)  # every accepted SaveKernel payload
+    kernel_push_error: str = ""  # SaveKernel answers 200 with this in "error" (Kaggle's way)
+    kernel_queue_seconds: float = 0.0  # QUEUED this long before the script starts
+    break_kernel: bool = False  # the input mount lacks test.csv: the script fails, status ERROR
+    damage_output: bool = False  # output downloads answer 404 with an HTML body
+    stale_status: str = ""  # the first status after a push: the previous version's
+    kernel_failure: str = ""  # a finished kernel reports ERROR with this message (e.g. Kaggle's time limit)
 
 
 class FakeKaggle:
@@ -129,7 +150,7 @@ class _Handler(BaseHTTPRequestHandler):
             return self._error(queued.pop(0), "forced failure")
         if not self._authorised():
             return self._error(401, "Unauthenticated")
-        if service != COMPETITION_SERVICE:
+        if service not in (COMPETITION_SERVICE, KERNELS_SERVICE):
             return self._error(404, f"no such service {service}")
         handler = getattr(self, f"_api_{method}", None)
         if handler is None:
@@ -143,6 +164,24 @@ class _Handler(BaseHTTPRequestHandler):
         path = self._path()
         if path.startswith("/files/"):
             return self._serve_archive(state.archive)
+        if path.startswith("/kernel-output/"):
+            slug, _, name = path[len("/kernel-output/") :].partition("/")
+            kernel = state.kernels.get(slug)
+            file = kernel["working"] / name if kernel else None
+            if state.damage_output or file is None or not file.is_file():
+                body = b"<html><body>404: the output is gone</body></html>"
+                self.send_response(404)
+                self.send_header("Content-Type", "text/html")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+                return None
+            body = file.read_bytes()
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+            return None
         return self._error(404, "not found")
 
     def do_PUT(self) -> None:
@@ -235,6 +274,100 @@ class _Handler(BaseHTTPRequestHandler):
         self._send_json(
             200, {"numToday": used, "numAllowedNow": max(0, state.allowed_per_day - used), "numTotal": used}
         )
+
+    # -- kernels ----------------------------------------------------------------------------------
+    def _api_SaveKernel(self, payload: dict) -> None:
+        state = self.fake.state
+        if state.kernel_push_error:
+            return self._send_json(200, {"error": state.kernel_push_error})
+        owner, _, slug = str(payload.get("slug", "")).partition("/")
+        previous = state.kernels.get(slug)
+        version = previous["version"] + 1 if previous else 1
+        folder = state.kernel_root / f"{slug}-v{version}"
+        inputs = folder / "input" / "digit-recognizer"
+        inputs.mkdir(parents=True)
+        for name in ("train.csv", "test.csv", "sample_submission.csv"):
+            if (state.kernel_input / name).is_file() and not (state.break_kernel and name == "test.csv"):
+                shutil.copyfile(state.kernel_input / name, inputs / name)
+        (folder / "working").mkdir()
+        (folder / "script.py").write_text(payload.get("text", ""), encoding="utf-8")
+        kernel = {
+            "version": version,
+            "folder": folder,
+            "working": folder / "working",
+            "log": [],
+            "process": None,
+            "stale": state.stale_status,
+        }
+        state.kernels[slug] = kernel
+        state.pushes.append(payload)
+        threading.Thread(target=_run_kernel, args=(kernel, state.kernel_queue_seconds), daemon=True).start()
+        self._send_json(
+            200,
+            {
+                "ref": f"/code/{owner}/{slug}",
+                "url": f"https://www.kaggle.com/code/{owner}/{slug}",
+                "versionNumber": version,
+            },
+        )
+
+    def _kernel(self, payload: dict) -> dict | None:
+        return self.fake.state.kernels.get(payload.get("kernelSlug", ""))
+
+    def _api_GetKernelSessionStatus(self, payload: dict) -> None:
+        kernel = self._kernel(payload)
+        if kernel is None:
+            return self._error(404, "Kernel not found")
+        if kernel["stale"]:
+            status, kernel["stale"] = kernel["stale"], ""
+            return self._send_json(200, {"status": status})
+        process = kernel["process"]
+        if process is None or process.poll() is None:
+            return self._send_json(200, {"status": "QUEUED" if process is None else "RUNNING"})
+        if self.fake.state.kernel_failure:
+            return self._send_json(200, {"status": "ERROR", "failureMessage": self.fake.state.kernel_failure})
+        if process.returncode == 0:
+            return self._send_json(200, {"status": "COMPLETE"})
+        return self._send_json(200, {"status": "ERROR", "failureMessage": f"exit code {process.returncode}"})
+
+    def _api_ListKernelSessionOutput(self, payload: dict) -> None:
+        kernel = self._kernel(payload)
+        if kernel is None:
+            return self._error(404, "Kernel not found")
+        slug = payload["kernelSlug"]
+        files = [
+            {"url": f"http://localhost/kernel-output/{slug}/{p.name}", "fileName": p.name}
+            for p in sorted(kernel["working"].iterdir())
+            if p.is_file()
+        ]
+        log = json.dumps([{"stream_name": "stdout", "time": 0.0, "data": line} for line in kernel["log"]])
+        self._send_json(200, {"files": files, "log": log})
+
+
+def _run_kernel(kernel: dict, queue_seconds: float) -> None:
+    """Runs a pushed script as Kaggle would: its own process, /kaggle mounted, output in working/."""
+    time.sleep(queue_seconds)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("KAGGLE", "PYTHONPATH"))}
+    env.update(
+        {
+            "KAGGLE_MNIST_KAGGLE_ROOT": str(kernel["folder"]),
+            "KAGGLE_KERNEL_RUN_TYPE": "Batch",
+            "TF_CPP_MIN_LOG_LEVEL": "3",
+            "CUDA_VISIBLE_DEVICES": "",
+        }
+    )
+    process = subprocess.Popen(
+        [sys.executable, str(kernel["folder"] / "script.py")],
+        cwd=kernel["working"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    kernel["process"] = process
+    for line in process.stdout:
+        kernel["log"].append(line)
+    process.wait()
 
 
 def _score(data: bytes, labels: list[int] | None) -> tuple[float, str | None]:
