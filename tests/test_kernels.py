@@ -152,6 +152,34 @@ def test_push_refusals_are_one_line(workspace, kaggle, env, error, needle):
     assert kaggle.state.pushes == []
 
 
+@pytest.mark.parametrize(
+    "status, needle", [(401, "rejected your credentials"), (403, "accept the competition rules")]
+)
+def test_credentials_and_rules_refused_on_push_are_one_line(workspace, kaggle, env, status, needle):
+    kaggle.state.always["SaveKernel"] = status
+    assert_clean_failure(run_cli("train", "--on", "kaggle", *QUICK, cwd=workspace, env=env), needle)
+    assert kaggle.state.pushes == []
+
+
+def test_run_on_kaggle_then_submits(workspace, tmp_path, kaggle, env):
+    quick = [option for option in QUICK if option not in ("--subset", "2000")]
+    result = run_cli(
+        "run",
+        "--on",
+        "kaggle",
+        *quick,
+        "--from",
+        str(tmp_path / "csvs"),
+        "--submit",
+        cwd=workspace,
+        env=env,
+        timeout=600,
+    )
+    assert result.returncode == 0, result.output
+    assert len(kaggle.state.pushes) == 1 and kaggle.methods_called().count("CreateSubmission") == 1
+    assert "Public score:" in result.stdout
+
+
 def test_kernel_script_prints_a_script_a_notebook_can_run(workspace):
     result = run_cli("kernel-script", "--folds", "3", "--epochs", "7", cwd=workspace)
     assert result.returncode == 0, result.output
