@@ -39,6 +39,11 @@ QuietOption = Annotated[
     bool, typer.Option("--quiet", help="Plain log lines instead of the live progress bar.")
 ]
 WorkersOption = Annotated[int, typer.Option(help=WORKERS_HELP)]
+FoldsOption = Annotated[int, typer.Option(help="Stratified k-fold splits; each row is validated once.")]
+SeedsOption = Annotated[
+    int, typer.Option(help="Differently seeded models per fold (members = folds x seeds).")
+]
+EpochsOption = Annotated[int, typer.Option(help="Epochs per member.")]
 Where = Choice("Where", {"here": "here", "kaggle": "kaggle"})
 OnOption = Annotated[
     Where,
@@ -149,13 +154,9 @@ def fetch(
 
 @app.command()
 def train(
-    folds: Annotated[
-        int, typer.Option(help="Stratified k-fold splits; each row is validated once.")
-    ] = DEFAULTS.folds,
-    seeds: Annotated[
-        int, typer.Option(help="Differently seeded models per fold (members = folds x seeds).")
-    ] = DEFAULTS.seeds,
-    epochs: Annotated[int, typer.Option(help="Epochs per member.")] = DEFAULTS.epochs,
+    folds: FoldsOption = DEFAULTS.folds,
+    seeds: SeedsOption = DEFAULTS.seeds,
+    epochs: EpochsOption = DEFAULTS.epochs,
     batch_size: BatchSizeOption = DEFAULTS.batch_size,
     arch: ArchOption = DEFAULTS.arch,
     learning_rate: Annotated[float, typer.Option("--lr", help=LR_HELP)] = DEFAULTS.learning_rate,
@@ -268,9 +269,9 @@ def _train_on_kaggle(settings: TrainSettings, accelerator: str, kernels: int, qu
 
 @app.command("kernel-script")
 def kernel_script(
-    folds: Annotated[int, typer.Option(help="Stratified k-fold splits.")] = DEFAULTS.folds,
-    seeds: Annotated[int, typer.Option(help="Seeded models per fold.")] = DEFAULTS.seeds,
-    epochs: Annotated[int, typer.Option(help="Epochs per member.")] = DEFAULTS.epochs,
+    folds: FoldsOption = DEFAULTS.folds,
+    seeds: SeedsOption = DEFAULTS.seeds,
+    epochs: EpochsOption = DEFAULTS.epochs,
     batch_size: BatchSizeOption = DEFAULTS.batch_size,
     arch: ArchOption = DEFAULTS.arch,
     subset: SubsetOption = DEFAULTS.subset,
@@ -427,9 +428,9 @@ def submissions() -> None:
 
 @app.command("run")
 def run_all(
-    folds: Annotated[int, typer.Option(help="Stratified k-fold splits.")] = DEFAULTS.folds,
-    seeds: Annotated[int, typer.Option(help="Seeded models per fold.")] = DEFAULTS.seeds,
-    epochs: Annotated[int, typer.Option(help="Epochs per member.")] = DEFAULTS.epochs,
+    folds: FoldsOption = DEFAULTS.folds,
+    seeds: SeedsOption = DEFAULTS.seeds,
+    epochs: EpochsOption = DEFAULTS.epochs,
     batch_size: BatchSizeOption = DEFAULTS.batch_size,
     arch: ArchOption = DEFAULTS.arch,
     subset: SubsetOption = DEFAULTS.subset,
