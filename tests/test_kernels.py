@@ -64,6 +64,9 @@ def test_train_on_kaggle_pushes_once_and_installs_a_run_predict_uses(workspace, 
     assert predicted.returncode == 0 and run_id in predicted.stdout
     evaluated = run_cli("evaluate", "--json", cwd=workspace, env=env)
     assert evaluated.returncode == 0 and json.loads(evaluated.stdout)["rows"] == 2000
+    reported = run_cli("report", cwd=workspace, env=env)
+    assert reported.returncode == 0 and (run_dir / "report" / "report.md").is_file()
+    assert not list((workspace / "ensembles").glob(".*partial*"))
     # The same command again: nothing pushed, the installed run named.
     again = run_cli("train", "--on", "kaggle", *QUICK, cwd=workspace, env=env)
     assert again.returncode == 0 and "already trained on Kaggle" in again.stdout
