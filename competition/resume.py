@@ -79,8 +79,24 @@ class ExactBackup(keras.callbacks.BackupAndRestore):
         for name in ("current", "previous"):  # "previous" exists only after a kill mid-swap
             folder = self.root / name
             if (folder / "state.json").is_file():
-                self._restore(folder)
-                return
+                if self._intact(folder):
+                    self._restore(folder)
+                    return
+                # Checked before anything is loaded, so the fresh model and optimizer are untouched.
+                print(f"{folder} is damaged (its checksums do not match); not resuming from it", flush=True)
+        if self.root.exists():
+            print(f"{self.root}: no intact backup; training this member from its first epoch", flush=True)
+            shutil.rmtree(self.root, ignore_errors=True)
+
+    @staticmethod
+    def _intact(folder: Path) -> bool:
+        """Every file the backup's state.json lists, with the sha256 recorded when it was written."""
+        try:
+            state = json.loads((folder / "state.json").read_text())
+            files = state["files"]
+            return all(storage.sha256_file(folder / name) == digest for name, digest in files.items())
+        except (OSError, ValueError, KeyError, TypeError):
+            return False
 
     def on_epoch_end(self, epoch, logs=None):
         self._save(epoch + 1)
@@ -103,7 +119,12 @@ class ExactBackup(keras.callbacks.BackupAndRestore):
             if weights is not None:
                 np.savez(staging / f"best_weights-{i}.npz", *weights)
             states.append(state)
-        state = {"epochs_done": epochs_done, "stopped": bool(self.model.stop_training), "callbacks": states}
+        state = {
+            "epochs_done": epochs_done,
+            "stopped": bool(self.model.stop_training),
+            "callbacks": states,
+            "files": {p.name: storage.sha256_file(p) for p in sorted(staging.iterdir())},
+        }
         (staging / "state.json").write_text(json.dumps(state))  # last: marks the folder complete
         current, previous = self.root / "current", self.root / "previous"
         if current.exists():

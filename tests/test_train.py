@@ -142,12 +142,21 @@ class Interrupt(keras.callbacks.Callback):
         {"mid_swap": True},
         # A per-step schedule and the weight average live in the optimizer's state.
         {"schedule": "cosine", "ema": True, "ema_momentum": 0.9, "label_smoothing": 0.1},
+        # The backup's weights damaged on disk: not loaded; the member starts again from epoch 1.
+        {"damaged_backup": True},
     ],
-    ids=["exponential", "plateau+early-stopping", "killed-mid-swap", "cosine+ema+smoothing"],
+    ids=[
+        "exponential",
+        "plateau+early-stopping",
+        "killed-mid-swap",
+        "cosine+ema+smoothing",
+        "damaged-backup",
+    ],
 )
 def test_resume_after_interrupt_equals_an_uninterrupted_run(tiny_data, monkeypatch, variant):
     variant = dict(variant)
     mid_swap = variant.pop("mid_swap", False)
+    damaged_backup = variant.pop("damaged_backup", False)
     settings = TrainSettings(**{**TINY, "epochs": 3, **variant})
     reference = training.train(settings, quiet=True)
     reference_probs = np.load(reference / "test_probs.npy")
@@ -168,10 +177,12 @@ def test_resume_after_interrupt_equals_an_uninterrupted_run(tiny_data, monkeypat
         (backup / "current").rename(backup / "previous")
         (backup / "next").mkdir()
         (backup / "next" / "latest.weights.h5").write_bytes(b"cut short")
+    if damaged_backup:
+        weights = backup / "current" / "latest.weights.h5"
+        weights.write_bytes(bytes(weights.stat().st_size))
+    # An unfinished run is not offered to later steps; the message says how to finish it.
     with pytest.raises(UserError, match=f"run {run_dir} is unfinished: run `kaggle-mnist train .*--epochs 3"):
-        Run.open(
-            run_dir.name
-        )  # an unfinished run is not offered to later steps; the message says how to finish it
+        Run.open(run_dir.name)
     finished = {k: v for k, v in member_files(run_dir).items() if k.startswith("members/f0-s0/")}
     assert "members/f0-s0/test.npy" in finished
 
