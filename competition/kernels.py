@@ -154,7 +154,8 @@ def train_on_kaggle(
         done = _installed_run(identity)
         if done is not None:
             log(
-                f"This exact run is already trained on Kaggle and installed: {done.dir} (CV accuracy {done.metrics['cv_accuracy']:.4%})."
+                f"This exact run is already trained on Kaggle and installed: {done.dir} "
+                f"(CV accuracy {done.metrics['cv_accuracy']:.4%})."
             )
             return done.dir
         record = _record(root)
@@ -162,6 +163,9 @@ def train_on_kaggle(
         shares = _shares(expected, kernels)
         if entry is None:
             entry = {"pushed": [], "accelerator": accelerator}
+        elif entry["pushed"]:
+            refs = ", ".join(k["ref"] for k in entry["pushed"])
+            log(f"Re-attaching to the kernel already pushed for this run: {refs}")
         for index, members in enumerate(shares):
             if index < len(entry["pushed"]):
                 continue
@@ -172,10 +176,10 @@ def train_on_kaggle(
             )
             record[key] = entry
             _save_record(root, record)
-        if len(entry["pushed"]) == kernels and all("ref" in k for k in entry["pushed"]):
-            log(
-                f"Following {kernels} kernel{'s' if kernels > 1 else ''} on Kaggle ({accelerator}); Ctrl-C detaches, the same command re-attaches."
-            )
+        log(
+            f"Following {kernels} kernel{'s' if kernels > 1 else ''} on Kaggle ({accelerator}); "
+            "Ctrl-C detaches, the same command re-attaches."
+        )
         try:
             _follow(entry, root, record, key, poll, log, status_line)
         except KeyboardInterrupt:
@@ -189,7 +193,8 @@ def train_on_kaggle(
         entry["run_id"] = run.id
         _save_record(root, record)
     log(
-        f"CV accuracy {run.metrics['cv_accuracy']:.4%} over {run.metrics['rows']:,} rows, trained on Kaggle; run saved in {run.dir}"
+        f"CV accuracy {run.metrics['cv_accuracy']:.4%} over {run.metrics['rows']:,} rows, trained on Kaggle; "
+        f"run saved in {run.dir}"
     )
     return run.dir
 
@@ -272,7 +277,11 @@ def _follow(entry, root, record, key, poll, log, status_line) -> None:
             ):
                 state = "QUEUED"  # the previous version's state, reported right after a push
             if state == "ERROR" or state.startswith("CANCEL"):
-                raise UserError(_kernel_failed(api, kernel["ref"], getattr(response, "failure_message", "")))
+                message = _kernel_failed(api, kernel["ref"], getattr(response, "failure_message", ""))
+                # Forget it, so the same command pushes a new version instead of re-attaching to this one.
+                entry["pushed"].remove(kernel)
+                _save_record(root, record)
+                raise UserError(message + "; the same command pushes it again")
             if state == "COMPLETE":
                 kernel["state"] = "COMPLETE"
                 _save_record(root, record)

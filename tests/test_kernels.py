@@ -91,6 +91,7 @@ def test_interrupting_the_wait_detaches_and_the_same_command_reattaches(workspac
     assert "detached; the kernel keeps running on Kaggle" in err and "run the same command again" in err
     resumed = run_cli("train", "--on", "kaggle", *QUICK, cwd=workspace, env=env, timeout=600)
     assert resumed.returncode == 0, resumed.output
+    assert "Re-attaching to the kernel already pushed for this run: tester/kaggle-mnist-" in resumed.stdout
     assert len(kaggle.state.pushes) == 1  # re-attached, not pushed again
     assert len(installed(workspace)) == 1
 
@@ -102,6 +103,11 @@ def test_a_failing_kernel_is_one_line_with_its_log_and_url(workspace, kaggle, en
         result, "the kernel failed", "last log lines:", "test.csv", "https://www.kaggle.com/code/tester/"
     )
     assert installed(workspace) == []
+    # Fixed on Kaggle's side: the same command pushes a new version rather than re-attaching to the failed one.
+    kaggle.state.break_kernel = False
+    again = run_cli("train", "--on", "kaggle", *QUICK, cwd=workspace, env=env, timeout=600)
+    assert again.returncode == 0, again.output
+    assert len(kaggle.state.pushes) == 2 and len(installed(workspace)) == 1
 
 
 def test_kaggles_time_limit_is_named(workspace, kaggle, env):
