@@ -87,9 +87,9 @@ class Run:
     def matching(cls, identity: dict) -> Run | None:
         """The newest run (finished or not) trained with exactly these settings on exactly this data.
 
-        A run whose config.json is missing or damaged is repaired from the copy in its manifest.json
-        when that copy matches; one that cannot be read at all is refused, not passed over, so the
-        same command never quietly starts a second run beside a broken one."""
+        A run whose config.json is missing or damaged is repaired from the copy in its manifest.json;
+        one that cannot be identified at all is refused, not passed over, so the same command never
+        quietly starts a second run beside a broken one."""
         found = []
         for folder in _run_folders():
             run = cls(folder)
