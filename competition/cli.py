@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno
 import os
+import signal
 import sys
 import traceback
 from pathlib import Path
@@ -506,7 +507,21 @@ def _interrupted() -> None:
     sys.exit(130)
 
 
+interrupt_requested = False  # set by on_interrupt: this process got a Ctrl-C
+
+
+def on_interrupt(signum, frame) -> None:
+    """Ctrl-C as Python does it (KeyboardInterrupt), remembered: when it lands inside TensorFlow's
+    tracing, TensorFlow can turn it into another exception (a TypeError from a tensor conversion), and
+    that is still the user's Ctrl-C, not a bug."""
+    global interrupt_requested
+    interrupt_requested = True
+    raise KeyboardInterrupt
+
+
 def main() -> None:
+    if signal.getsignal(signal.SIGINT) is signal.default_int_handler:  # not when SIGINT is ignored
+        signal.signal(signal.SIGINT, on_interrupt)
     try:
         # Not standalone: Typer then raises usage errors instead of printing a usage block, so they
         # become the same one `error:` line as every other failure.
@@ -530,6 +545,8 @@ def main() -> None:
         _traceback_if_debugging()
         sys.exit(exc.exit_code)
     except OSError as exc:
+        if interrupt_requested:
+            _interrupted()
         if exc.errno not in _DISK_ERRORS:
             _bug(exc)
         where = f" ({exc.filename})" if exc.filename else ""
@@ -547,6 +564,8 @@ def main() -> None:
             _interrupted()
         raise
     except Exception as exc:
+        if interrupt_requested:
+            _interrupted()
         _bug(exc)
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import errno
 import json
 import shutil
+import signal
 from pathlib import Path
 
 import numpy as np
@@ -238,7 +239,15 @@ def test_train_checks_the_free_space_before_training(workspace, tmp_path, monkey
     assert not list((workspace / "ensembles").glob("*/"))  # refused before any run folder was made
 
 
-def test_a_full_disk_is_one_line_not_a_bug(monkeypatch, capsys):
+@pytest.fixture
+def sigint_restored():
+    """cli.main installs its Ctrl-C handler in this (pytest's) process: put pytest's back after."""
+    handler = signal.getsignal(signal.SIGINT)
+    yield
+    signal.signal(signal.SIGINT, handler)
+
+
+def test_a_full_disk_is_one_line_not_a_bug(monkeypatch, capsys, sigint_restored):
     def full(*args, **kwargs):
         raise OSError(errno.ENOSPC, "No space left on device", "/work/ensembles/x/model.keras")
 
@@ -301,3 +310,24 @@ def test_a_value_error_while_submitting_is_not_called_a_cut_download(monkeypatch
         kaggle_api.submit(tmp_path / "s.csv", "m")
     assert "cut short" not in info.value.message
     assert info.value.message == "the kaggle client failed while submitting: Invalid value for `ref`"
+
+
+def test_an_interrupt_that_tensorflow_turned_into_another_error_is_still_an_interrupt(
+    monkeypatch, capsys, sigint_restored
+):
+    # Ctrl-C landing in TensorFlow's tracing can surface as a TypeError from a tensor conversion.
+    def interrupted_then_wrapped(*args, **kwargs):
+        try:
+            cli.on_interrupt(signal.SIGINT, None)
+        except KeyboardInterrupt:
+            raise TypeError("Failed to convert elements of (None, 5) to Tensor") from None
+
+    monkeypatch.setattr(cli, "app", interrupted_then_wrapped)
+    monkeypatch.setattr(cli, "interrupt_requested", False)
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main()
+    assert exit_info.value.code == 130
+    assert (
+        capsys.readouterr().err.strip()
+        == "interrupted: run the same command again to continue where it stopped"
+    )
