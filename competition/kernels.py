@@ -397,9 +397,7 @@ def _merge(runs: list[Run], target: Path, identity: dict, dataset: data.Dataset)
             config = run.identity()
         except UserError as exc:
             raise UserError(f"the run from Kaggle is damaged: {exc.message}") from None
-        settings = {k: v for k, v in config["settings"].items() if k != "cpu_threads"}
-        wanted = {k: v for k, v in identity["settings"].items() if k != "cpu_threads"}
-        if settings != wanted or any(config.get(k) != identity[k] for k in ("train_sha256", "test_sha256")):
+        if not _same_run(config, identity):
             raise UserError(
                 f"the run from Kaggle ({run.id}) was trained with other settings or data than this command's: "
                 "refusing it (did the local data or the package change since the push?)"
@@ -455,14 +453,20 @@ def _installed_run(identity: dict) -> Run | None:
     for folder in sorted(paths.ensembles_dir().glob("*/metrics.json")):
         run = Run(folder.parent)
         with contextlib.suppress(UserError):
-            config = run.identity()
-            settings = {k: v for k, v in config["settings"].items() if k != "cpu_threads"}
-            wanted = {k: v for k, v in identity["settings"].items() if k != "cpu_threads"}
-            if settings == wanted and all(
-                config.get(k) == identity[k] for k in ("train_sha256", "test_sha256")
-            ):
+            if _same_run(run.identity(), identity):
                 return run
     return None
+
+
+def _same_run(config: dict, identity: dict) -> bool:
+    """A run's config.json against this command's identity: the same settings (but the CPU thread
+    count, which a GPU run never uses) on the same CSVs."""
+
+    def settings(values: dict) -> dict:
+        return {k: v for k, v in values["settings"].items() if k != "cpu_threads"}
+
+    same_data = all(config.get(k) == identity[k] for k in ("train_sha256", "test_sha256"))
+    return same_data and settings(config) == settings(identity)
 
 
 def _owner(api) -> str:

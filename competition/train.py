@@ -32,7 +32,16 @@ from competition.model import SmoothedCrossentropy, build_model
 from competition.model import load as load_model
 from competition.progress import RunProgress, console, results_table
 from competition.resume import EpochBatches, EpochSeeds, ExactBackup
-from competition.runs import MEMBER_FILES, RUN_ARRAYS, DamagedFile, Run, checksums, member_name, training_rows
+from competition.runs import (
+    MEMBER_FILES,
+    RUN_ARRAYS,
+    DamagedFile,
+    Run,
+    checksums,
+    member_name,
+    training_rows,
+    verify,
+)
 from competition.settings import TrainSettings
 
 PREDICT_BATCH = 1024
@@ -477,8 +486,6 @@ def _repair(run: Run, labels: np.ndarray) -> bool:
         retrain = "model.keras" in files
         if not retrain and "member.json" in files:
             try:  # no record left to check the model against: check that it opens
-                from competition.runs import verify
-
                 verify(folder / "model.keras", None, "")
             except DamagedFile:
                 retrain = True
@@ -498,9 +505,8 @@ def _repair(run: Run, labels: np.ndarray) -> bool:
         return bool(damaged)
     try:
         metrics = run.metrics
-        for name in RUN_ARRAYS:
-            run.array(name)
-        if len(run.array("oof_labels.npy")) != len(labels) or metrics.get("run_id") != run.id:
+        arrays = {name: run.array(name) for name in RUN_ARRAYS}
+        if len(arrays["oof_labels.npy"]) != len(labels) or metrics.get("run_id") != run.id:
             raise DamagedFile(run.dir / "metrics.json", "does not match the run", "")
     except DamagedFile as damage:
         console.print(f"{damage.path} is damaged or missing; scoring the run again from its members")
