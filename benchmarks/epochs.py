@@ -51,7 +51,8 @@ def main() -> None:
 
     workspace = args.workspace or Path(tempfile.mkdtemp(prefix="kaggle-mnist-epochs-"))
     workspace.mkdir(parents=True, exist_ok=True)
-    env = {**os.environ, "KAGGLE_MNIST_WORKSPACE": str(workspace), "TF_CPP_MIN_LOG_LEVEL": "3"}
+    # A wide console: the run's folder is read from train's output, which would otherwise wrap.
+    env = {**os.environ, "KAGGLE_MNIST_WORKSPACE": str(workspace), "TF_CPP_MIN_LOG_LEVEL": "3", "COLUMNS": "400"}
     cli = [sys.executable, "-m", "competition"]
     subprocess.run(
         [*cli, "fetch", "--from", str(args.data)], cwd=workspace, env=env, check=True, capture_output=True
@@ -59,15 +60,12 @@ def main() -> None:
 
     base = [f"--folds={args.folds}", f"--seeds={args.seeds}", f"--epochs={args.epochs}", "--epoch-validation"]
     runs: dict[str, list[Path]] = {v: [] for v in args.variant}  # per variant, each seed's run folder
-    seconds: dict[str, list[float]] = {v: [] for v in args.variant}
     for seed_index in range(args.seeds):
         for variant in args.variant:
             command = [*cli, "train", *base, *shlex.split(variant), f"--members=f0-s{seed_index}", "--quiet"]
-            started = time.perf_counter()
             done = subprocess.run(command, cwd=workspace, env=env, capture_output=True, text=True)
             if done.returncode != 0:
                 raise SystemExit(f"{' '.join(command)} failed:\n{done.stdout[-2000:]}{done.stderr[-2000:]}")
-            seconds[variant].append(time.perf_counter() - started)
             line = next(x for x in done.stdout.splitlines() if "members into" in x or "unfinished run" in x)
             runs[variant].append(Path(line.split()[-1]))
 
@@ -113,7 +111,8 @@ def main() -> None:
             "val_accuracy_by_epoch": per_epoch,
             "final_val_accuracy": [m["val_accuracy"] for m in finals],
             "images_per_second": [round(m["images_per_second"]) for m in finals],
-            "member_seconds": [round(s, 1) for s in seconds[variant]],
+            # Each member's own training time (member.json), so a rerun over kept runs reports it too.
+            "member_seconds": [round(m["seconds"], 1) for m in finals],
         }
         with open(args.results, "a") as handle:
             handle.write(json.dumps(result) + "\n")

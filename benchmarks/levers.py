@@ -150,12 +150,17 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--only", action="append", help="variant names (default: all)")
     parser.add_argument("--results", type=Path, default=HERE / "levers.jsonl")
+    parser.add_argument(
+        "--threads", type=int, default=0, help="CPU threads (default: all cores; 1 = one side-by-side worker)"
+    )
     args = parser.parse_args()
 
     from competition import backend
 
     backend.select("tensorflow")
     backend.make_deterministic()
+    if args.threads:
+        backend.limit_cpu_threads(args.threads)
     rows = load_rows(args.data, Path(tempfile.mkdtemp(prefix="kaggle-mnist-levers-")))
     names = args.only or list(VARIANTS)
     rates: dict[str, list[float]] = {name: [] for name in names}
@@ -170,11 +175,15 @@ def main() -> None:
         "device": device_name("tensorflow"),
         "epochs": args.epochs,
         "repeats": args.repeat,
+        "threads": args.threads or os.cpu_count(),
         "images_per_second": {n: [round(r) for r in rates[n]] for n in names},
     }
     with open(args.results, "a") as handle:
         handle.write(json.dumps(line) + "\n")
-    print(f"\n{line['device']}, {args.repeat} repeats of {args.epochs} timed epochs on 6,000 rows")
+    print(
+        f"\n{line['device']}, {line['threads']} thread(s), {args.repeat} repeats of {args.epochs} timed epochs"
+        " on 6,000 rows"
+    )
     print(f"{'variant':<52} {'median img/s':>12} {'range':>13} {'x first':>8}")
     for name in names:
         values = rates[name]
