@@ -52,7 +52,12 @@ def main() -> None:
     workspace = args.workspace or Path(tempfile.mkdtemp(prefix="kaggle-mnist-epochs-"))
     workspace.mkdir(parents=True, exist_ok=True)
     # A wide console: the run's folder is read from train's output, which would otherwise wrap.
-    env = {**os.environ, "KAGGLE_MNIST_WORKSPACE": str(workspace), "TF_CPP_MIN_LOG_LEVEL": "3", "COLUMNS": "400"}
+    env = {
+        **os.environ,
+        "KAGGLE_MNIST_WORKSPACE": str(workspace),
+        "TF_CPP_MIN_LOG_LEVEL": "3",
+        "COLUMNS": "400",
+    }
     cli = [sys.executable, "-m", "competition"]
     subprocess.run(
         [*cli, "fetch", "--from", str(args.data)], cwd=workspace, env=env, check=True, capture_output=True
