@@ -18,10 +18,7 @@ from competition.settings import Arch, Backend, Choice, Precision, Schedule, Tra
 
 DEFAULTS = TrainSettings()
 DEBUG_VARIABLE = "KAGGLE_MNIST_DEBUG"
-BATCH_HELP = (
-    "Training batch size; 0 = auto: 256 (on a CPU, 64 for the exponential and plateau schedules, as in"
-    " the 2018 recipe)."
-)
+BATCH_HELP = "Training batch size; 0 = auto: 64 on CPU (the recipe), 256 on a GPU."
 LR_HELP = (
     "Learning rate (Adam; the peak of the cosine schedule); 0 = auto: 2e-3 for cosine, 1e-3 for the "
     "other schedules, x sqrt(batch size / 64)."

@@ -23,29 +23,25 @@ ARCHS = tuple(a.value for a in Arch)
 BACKENDS = tuple(b.value for b in Backend)
 PRECISIONS = tuple(p.value for p in Precision)
 SCHEDULES = tuple(s.value for s in Schedule)
-RECIPE_BATCH_SIZE = 64  # the 2018 recipe's, and the reference the learning rates are given at
+RECIPE_BATCH_SIZE = 64
 RECIPE_LEARNING_RATE = 1e-3  # the 2018 recipe's Adam rate, for its exponential (and the plateau) schedule
 # The cosine schedule's peak at batch 64: it spends only its first epochs near the peak, so it can
 # start higher. 2e-3 and 3e-3 beat 1e-3 at 15 epochs on fold 0 (benchmarks/README.md, "Recipes").
 COSINE_LEARNING_RATE = 2e-3
-# The automatic batch size on a GPU, and on a CPU for the cosine schedule: on fold 0 (3 seeds, 20
-# epochs) cosine at 256 scored 99.61% against 99.58% at 64, and trained 1.5x the images per second per
-# member (benchmarks/README.md, "Batch size on a CPU"). The 2018 schedules keep their recipe's 64 on a
-# CPU; at 15 epochs 256 was 0.03% below 64, so the shorter the run, the less it may hold.
-DEFAULT_BATCH_SIZE = 256
+GPU_BATCH_SIZE = 256
 
 
 @dataclass(frozen=True)
 class TrainSettings:
     arch: str = "bncnn"  # the public 0.99757 recipe; `lenet`/`mlp` for comparison
     folds: int = 5  # stratified k-fold: every training row gets one out-of-fold prediction
-    # The default recipe: what `run --folds 5` can train in under an hour on a 2-core CPU (15 members x
-    # 20 epochs at batch 256, two side by side; README "Recipes"). The 2018 recipe was 3 seeds x 45
-    # epochs at batch 64 with the exponential schedule, hours on a CPU.
-    seeds: int = 3  # models per fold: each out-of-fold row is predicted by this many members
+    # The default recipe: what `run --folds 5` can train in under an hour on a 2-core CPU (10 members x
+    # 20 epochs, two side by side; README "Recipes"). The 2018 recipe was 3 seeds x 45 epochs with the
+    # exponential schedule (`--seeds 3 --epochs 45 --schedule exponential`), hours on a CPU.
+    seeds: int = 2  # models per fold: each out-of-fold row is predicted by this many members
     epochs: int = 20
-    # 0 = auto: 256, except the exponential and plateau schedules on a CPU, which keep the 2018
-    # recipe's 64. See `resolved`.
+    # 0 = auto: the recipe's 64 on CPU (small batches regularise this small net well); 256 on a GPU,
+    # where 64 leaves the device mostly idle. See `resolved`.
     batch_size: int = 0
     # 0 = auto: Adam's 1e-3 (the 2018 recipe's) at batch 64, or COSINE_LEARNING_RATE for the cosine
     # schedule's peak, scaled by sqrt(batch / 64) for other batch sizes (the square-root rule keeps the
@@ -61,7 +57,7 @@ class TrainSettings:
     # Predict with an exponential moving average of the weights (Keras' optimizer use_ema), updated each
     # step with ema_momentum: a smoother end point than the last step's weights, at no extra time.
     ema: bool = False
-    ema_momentum: float = 0.999  # ~1,000 steps: about 7.5 epochs of 33,600 rows at batch 256, 2 at 64
+    ema_momentum: float = 0.999  # ~1,000 steps: about two epochs of 33,600 rows at batch 64
     label_smoothing: float = 0.0  # train towards 1 - s on the label and s/10 elsewhere (0 = off)
     early_stopping: int = 0  # patience in epochs on validation accuracy, 0 = off (keeps CV honest)
     augment: bool = True  # rotation/zoom/shift: worth ~0.1-0.2% on this data
@@ -125,8 +121,7 @@ class TrainSettings:
         """These settings with every automatic choice filled in for the device (`cpu_bfloat16`: the CPU
         computes bfloat16 natively). A run saves the resolved values, so its config.json says exactly
         what was trained."""
-        recipe_batch = DEFAULT_BATCH_SIZE if gpu or self.schedule == "cosine" else RECIPE_BATCH_SIZE
-        batch_size = self.batch_size or recipe_batch
+        batch_size = self.batch_size or (GPU_BATCH_SIZE if gpu else RECIPE_BATCH_SIZE)
         base = COSINE_LEARNING_RATE if self.schedule == "cosine" else RECIPE_LEARNING_RATE
         learning_rate = self.learning_rate or base * math.sqrt(batch_size / RECIPE_BATCH_SIZE)
         # A 1-epoch quick look has no room for a warmup epoch: it decays from the peak at once.
