@@ -89,6 +89,12 @@ def checkout(rev: str, into: Path) -> Path:
     return into
 
 
+def full_commit(rev: str) -> str:
+    """The 40-digit commit a revision names, for the results log."""
+    done = subprocess.run(["git", "rev-parse", rev], cwd=HERE.parent, capture_output=True, text=True)
+    return done.stdout.strip()
+
+
 def measure_project(cli: list[str], train_args: list[str], workspace: Path, env: dict) -> dict:
     train = timed([*cli, "train", *train_args, "--quiet", "--fresh"], workspace, env)
     predict = timed([*cli, "predict"], workspace, env)
@@ -235,9 +241,7 @@ def main() -> None:
     projects, baselines, classics = [], [], []
     if args.baseline:
         code = checkout(args.baseline, workspace / "baseline-code")
-        line["baseline_commit"] = subprocess.run(
-            ["git", "rev-parse", args.baseline], cwd=HERE.parent, capture_output=True, text=True
-        ).stdout.strip()
+        line["baseline_commit"] = full_commit(args.baseline)
         # PYTHONPATH goes before the installed (editable) package, so `-m competition` runs the old code.
         baseline_env = {**env, "PYTHONPATH": str(code)}
     # Alternate the sides, so a slow spell of a shared machine hits each rather than one.

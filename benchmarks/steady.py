@@ -31,7 +31,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-from bench import DEFAULT_DATA, checkout, device_name  # noqa: E402
+from bench import DEFAULT_DATA, checkout, device_name, full_commit  # noqa: E402
 
 
 def member_seconds(cli: list[str], args: list[str], workspace: Path, env: dict) -> tuple[int, dict]:
@@ -41,7 +41,7 @@ def member_seconds(cli: list[str], args: list[str], workspace: Path, env: dict) 
     newest = max((workspace / "ensembles").glob("*/metrics.json"), key=lambda p: p.stat().st_mtime)
     metrics = json.loads(newest.read_text())
     members = metrics["members"]
-    return members[0]["train_rows"], {m.get("member") or m.get("name"): m["seconds"] for m in members}
+    return members[0]["train_rows"], {m["name"]: m["seconds"] for m in members}
 
 
 def main() -> None:
@@ -82,9 +82,7 @@ def main() -> None:
     line = {
         "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "device": device_name("tensorflow"),
-        "baseline_commit": subprocess.run(
-            ["git", "rev-parse", args.baseline], cwd=HERE.parent, capture_output=True, text=True
-        ).stdout.strip(),
+        "baseline_commit": full_commit(args.baseline),
         "epochs": [args.short, args.long],
         "subset": args.subset,
         "repeats": args.repeat,
