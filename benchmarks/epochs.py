@@ -4,7 +4,8 @@
     python benchmarks/epochs.py --epochs 10 --seeds 2 --variant "--batch-size 64" --variant "--batch-size 128"
 
 For every variant (extra `kaggle-mnist train` options) it trains members f0-s0 .. f0-s{N-1} (fold 0 of a
-5-fold split of all 42,000 rows: 33,600 training rows, 8,400 validation rows; one image is 0.012%)
+5-fold split of all 42,000 rows, or the fold --fold names: 33,600 training rows, 8,400 validation rows; one
+image is 0.012%)
 through the real `kaggle-mnist train --members`, with the fold scored after every epoch. Variants
 alternate seed by seed, so a slow spell of a shared machine hits all of them. Prints a table of the
 mean (min-max) validation accuracy per epoch and per variant, and appends one JSON line per variant
@@ -44,6 +45,7 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=10)
     parser.add_argument("--seeds", type=int, default=3, help="members per variant (seed indices 0..N-1)")
     parser.add_argument("--folds", type=int, default=5)
+    parser.add_argument("--fold", type=int, default=0, help="the fold whose members are trained and scored")
     parser.add_argument("--variant", action="append", required=True, help="extra train options, quoted")
     parser.add_argument("--results", type=Path, default=HERE / "epochs.jsonl")
     parser.add_argument("--workspace", type=Path, help="keep runs here instead of a temporary folder")
@@ -67,7 +69,14 @@ def main() -> None:
     runs: dict[str, list[Path]] = {v: [] for v in args.variant}  # per variant, each seed's run folder
     for seed_index in range(args.seeds):
         for variant in args.variant:
-            command = [*cli, "train", *base, *shlex.split(variant), f"--members=f0-s{seed_index}", "--quiet"]
+            command = [
+                *cli,
+                "train",
+                *base,
+                *shlex.split(variant),
+                f"--members=f{args.fold}-s{seed_index}",
+                "--quiet",
+            ]
             done = subprocess.run(command, cwd=workspace, env=env, capture_output=True, text=True)
             if done.returncode != 0:
                 raise SystemExit(f"{' '.join(command)} failed:\n{done.stdout[-2000:]}{done.stderr[-2000:]}")
@@ -75,14 +84,17 @@ def main() -> None:
             runs[variant].append(Path(line.split()[-1]))
 
     device = device_name("tensorflow")
-    print(f"fold 0 of {args.folds}, {args.seeds} seeds, {device}")
+    print(f"fold {args.fold} of {args.folds}, {args.seeds} seeds, {device}")
     for variant in args.variant:
         # Normally one folder per variant; two if the code changed the run's identity mid-benchmark.
         folders = runs[variant]
         settings = json.loads((folders[-1] / "config.json").read_text())["settings"]
-        curves = [[float(r["val_accuracy"]) for r in history(d, f"f0-s{i}")] for i, d in enumerate(folders)]
+        curves = [
+            [float(r["val_accuracy"]) for r in history(d, f"f{args.fold}-s{i}")]
+            for i, d in enumerate(folders)
+        ]
         finals = [
-            json.loads((d / "members" / f"f0-s{i}" / "member.json").read_text())
+            json.loads((d / "members" / f"f{args.fold}-s{i}" / "member.json").read_text())
             for i, d in enumerate(folders)
         ]
         per_epoch = [
@@ -108,9 +120,10 @@ def main() -> None:
                     "warmup_epochs",
                     "ema",
                     "label_smoothing",
+                    "dropout_rate",
                 )
             },
-            "fold": 0,
+            "fold": args.fold,
             "folds": args.folds,
             "seeds": args.seeds,
             "val_accuracy_by_epoch": per_epoch,

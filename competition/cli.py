@@ -182,6 +182,10 @@ def train(
     label_smoothing: Annotated[
         float, typer.Option(help="Label smoothing s: train towards 1 - s on the label (0 = off).")
     ] = DEFAULTS.label_smoothing,
+    dropout: Annotated[
+        float,
+        typer.Option(help="Dropout rate after each convolution block and before the classifier (0 = off)."),
+    ] = DEFAULTS.dropout_rate,
     early_stopping: Annotated[
         int,
         typer.Option(
@@ -233,6 +237,7 @@ def train(
         warmup_epochs=warmup_epochs,
         ema=ema,
         label_smoothing=label_smoothing,
+        dropout_rate=dropout,
         early_stopping=early_stopping,
         augment=augment,
         subset=subset,

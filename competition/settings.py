@@ -96,6 +96,8 @@ class TrainSettings:
             problems.append("--batch-size and --lr must be positive (or 0 for automatic)")
         if not 0.0 <= self.label_smoothing < 1.0:
             problems.append("--label-smoothing must be at least 0 and below 1")
+        if not 0.0 <= self.dropout_rate < 1.0:
+            problems.append("--dropout must be at least 0 and below 1")
         if not 0.0 < self.ema_momentum < 1.0:
             problems.append("--ema-momentum must be between 0 and 1")
         if self.warmup_epochs < 0:
@@ -210,6 +212,7 @@ CLI_FLAGS = {
     "warmup_epochs": "--warmup-epochs",
     "ema": "--ema/--no-ema",
     "label_smoothing": "--label-smoothing",
+    "dropout_rate": "--dropout",
     "early_stopping": "--early-stopping",
     "augment": "--augment/--no-augment",
     "subset": "--subset",

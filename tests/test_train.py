@@ -229,6 +229,10 @@ def test_automatic_batch_size_and_learning_rate():
     assert TrainSettings(epochs=3, warmup_epochs=5).resolved(gpu=False).warmup_epochs == 2
     with pytest.raises(ValueError, match="--warmup-epochs must be 0 or more"):
         TrainSettings(warmup_epochs=-1)
+    with pytest.raises(ValueError, match="--dropout must be at least 0 and below 1"):
+        TrainSettings(dropout_rate=1.0)
+    # A changed dropout is part of the command that trains the run again (config.json -> options).
+    assert "--dropout 0.25" in TrainSettings(dropout_rate=0.25).cli_options()
 
 
 def test_automatic_precision_and_epoch_validation():
