@@ -37,6 +37,9 @@ def main() -> None:
     parser.add_argument("--threshold", type=float, default=0.99)
     parser.add_argument("--no-pseudo", action="store_true", help="the same member without test rows")
     parser.add_argument("--results", type=Path, default=HERE / "pseudo.jsonl")
+    parser.add_argument(
+        "--probs", type=Path, help="also save the fold's probabilities here (.npz: rows, probs)"
+    )
     args = parser.parse_args()
 
     os.environ["KAGGLE_MNIST_WORKSPACE"] = str(args.workspace.resolve())
@@ -98,6 +101,8 @@ def main() -> None:
     )
     seconds = time.perf_counter() - started
     oof = model.predict(images[val_rows], batch_size=1024, verbose=0)
+    if args.probs:
+        np.savez(args.probs, rows=val_rows, probs=oof.astype(np.float32))
     result = {
         "fold": args.fold,
         "seed_index": args.seed_index,
