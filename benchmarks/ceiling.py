@@ -55,6 +55,8 @@ def main() -> None:
             if rows is not None and not np.array_equal(rows, member_rows):
                 raise SystemExit(f"{run.id} was split differently: pool runs of one split only")
             rows = member_rows
+            if any(np.array_equal(member_probs, earlier) for earlier in probs):
+                continue  # the same member trained again (same seed and settings): count it once
             recipe = f"{settings.schedule} e{settings.epochs} b{settings.batch_size} d{settings.dropout_rate}"
             names.append(f"{run.id}/f{fold}-s{seed_index} ({recipe})")
             probs.append(member_probs)
