@@ -184,7 +184,10 @@ def train(
     ] = DEFAULTS.label_smoothing,
     dropout: Annotated[
         float,
-        typer.Option(help="Dropout rate after each convolution block and before the classifier (0 = off)."),
+        typer.Option(
+            help="Dropout rate (0 = off): bncnn after each convolution block and before the classifier, "
+            "lenet before the classifier."
+        ),
     ] = DEFAULTS.dropout_rate,
     early_stopping: Annotated[
         int,
