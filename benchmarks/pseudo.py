@@ -54,14 +54,18 @@ def main() -> None:
     from competition import data, ensemble
     from competition import train as training
     from competition.resume import EpochBatches, EpochSeeds
-    from competition.runs import Run
+    from competition.runs import Run, member_name
     from competition.settings import TrainSettings
 
     labellers = Run(args.labellers.resolve())
     folds = labellers.array("folds.npy")
-    source = labellers.settings
-    names = [f"f{args.fold}-s{s}" for s in range(source.seeds)]
-    found = [n for n in names if (labellers.dir / "members" / n / "member.json").is_file()]
+    # Each trained member of the fold, read through the run's checksums: (validation rows, their
+    # probabilities, test probabilities).
+    found = {
+        member_name(args.fold, s): labellers.member_predictions(args.fold, s)
+        for s in range(labellers.settings.seeds)
+        if labellers.member_done(args.fold, s)
+    }
     if not found:
         raise SystemExit(f"no trained member of fold {args.fold} in {labellers.dir}")
 
@@ -77,14 +81,13 @@ def main() -> None:
     x, y = images[train_rows], labels[train_rows]
     kept, labeller_accuracy = 0, []
     if not args.no_pseudo:
-        probs = np.mean([np.load(labellers.dir / "members" / n / "test.npy") for n in found], axis=0)
+        probs = np.mean([test for _, _, test in found.values()], axis=0)
         keep = probs.max(axis=1) >= args.threshold
         kept = int(keep.sum())
         x = np.concatenate([x, dataset.test_images[keep]])
         y = np.concatenate([y, probs[keep].argmax(axis=1).astype(y.dtype)])
-        for n in found:  # how good the labellers are, on rows they never saw
-            z = np.load(labellers.dir / "members" / n / "oof.npz")
-            labeller_accuracy.append(ensemble.accuracy(z["probs"], labels[z["rows"]]))
+        # How good the labellers are, on rows they never saw.
+        labeller_accuracy = [ensemble.accuracy(p, labels[r]) for r, p, _ in found.values()]
 
     seed = settings.member_seed(args.fold, args.seed_index)
     keras.utils.set_random_seed(seed)
@@ -100,7 +103,7 @@ def main() -> None:
         batches, epochs=settings.epochs, shuffle=False, callbacks=[EpochSeeds(batches, seed)], verbose=0
     )
     seconds = time.perf_counter() - started
-    oof = model.predict(images[val_rows], batch_size=1024, verbose=0)
+    oof = model.predict(images[val_rows], batch_size=training.PREDICT_BATCH, verbose=0)
     if args.probs:
         np.savez(args.probs, rows=val_rows, probs=oof.astype(np.float32))
     result = {
