@@ -9,10 +9,13 @@ import contextlib
 import importlib.util
 import os
 import sys
+import time
 
 from competition.errors import UserError
 
 BACKEND_MODULES = {"tensorflow": "tensorflow", "jax": "jax", "torch": "torch"}
+# What importing the backend and Keras took in this process: every worker process of a run pays it again.
+import_seconds = 0.0
 
 
 def select(name: str) -> None:
@@ -39,11 +42,14 @@ def select(name: str) -> None:
     # JAX grabs 75% of every GPU when it first lists devices; with one training process per GPU, the
     # process that only counts them would starve the others. Allocate as needed instead.
     os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
+    global import_seconds
+    started = time.perf_counter()
     try:
         with _quiet_native_stderr():
             __import__({"tensorflow": "tensorflow", "jax": "jax", "torch": "torch"}[name])
             # Keras' first import loads more of the backend, which probes for CUDA again.
             import keras  # noqa: F401
+        import_seconds = time.perf_counter() - started
     except ImportError:
         raise UserError(
             f"the {name} backend is not installed: pip install {name}, or use --backend tensorflow"

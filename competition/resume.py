@@ -43,6 +43,49 @@ class EpochBatches(keras.utils.PyDataset):
         return self.images[rows], self.labels[rows]
 
 
+class Rows(keras.utils.PyDataset):
+    """Rows in order, `batch_size` at a time, with their labels if given: what `predict` (and the
+    per-epoch validation) read through `feed`."""
+
+    def __init__(self, images: np.ndarray, batch_size: int, labels: np.ndarray | None = None):
+        super().__init__()
+        self.images, self.labels, self.batch_size = images, labels, batch_size
+
+    def __len__(self) -> int:
+        return -(-len(self.images) // self.batch_size)
+
+    def __getitem__(self, index: int):
+        rows = slice(index * self.batch_size, (index + 1) * self.batch_size)
+        return self.images[rows] if self.labels is None else (self.images[rows], self.labels[rows])
+
+
+def feed(batches: keras.utils.PyDataset):
+    """What `fit` and `predict` read `batches` through: on TensorFlow, a tf.data pipeline over the same
+    batches in the same order, with tf.data's autotuning off; other backends read the PyDataset itself.
+
+    Keras wraps a PyDataset (and arrays) in a pipeline with autotuning on. Its optimiser thread sleeps in
+    growing periods (0.32 s, 0.64 s, 1.28 s ...) and the teardown of every iterator waits for its next
+    wake-up, idle: up to about a second each time, and Keras makes two iterators per epoch and one per
+    `predict`. On a CPU that was a third of the wall time of a short `fit` (benchmarks/README.md, "The
+    time estimate"). One prefetched batch keeps an accelerator fed while the next is sliced."""
+    if keras.backend.backend() != "tensorflow":
+        return batches
+    import tensorflow as tf
+
+    first = batches[0]
+    parts = first if isinstance(first, tuple) else (first,)
+    signature = tuple(tf.TensorSpec((None, *a.shape[1:]), a.dtype) for a in parts)
+    dataset = tf.data.Dataset.from_generator(
+        lambda: (batches[i] for i in range(len(batches))),
+        output_signature=signature if isinstance(first, tuple) else signature[0],
+    )
+    # A known length, as Keras has for a PyDataset: progress, and no probing for the end of an epoch.
+    dataset = dataset.apply(tf.data.experimental.assert_cardinality(len(batches))).prefetch(1)
+    options = tf.data.Options()
+    options.autotune.enabled = False
+    return dataset.with_options(options)
+
+
 class EpochSeeds(keras.callbacks.Callback):
     """Reseeds the shuffle and every seed generator (augmentation, dropout) at the start of each epoch,
     so an epoch's randomness does not depend on what ran before it in this process."""

@@ -31,7 +31,7 @@ from competition.errors import UserError
 from competition.model import SmoothedCrossentropy, build_model
 from competition.model import load as load_model
 from competition.progress import RunProgress, console, results_table
-from competition.resume import EpochBatches, EpochSeeds, ExactBackup
+from competition.resume import EpochBatches, EpochSeeds, ExactBackup, Rows, feed
 from competition.runs import (
     MEMBER_FILES,
     RUN_ARRAYS,
@@ -72,6 +72,8 @@ def train(
         raise UserError("--workers must be 0 (one per visible GPU) or a positive number")
     started = time.perf_counter()
     dataset = data.load()
+    # What a worker process spends before its first member: the imports and this load again.
+    worker_start = backend.import_seconds + time.perf_counter() - started
     gpus = backend.gpus()
     settings = settings.resolved(gpu=bool(gpus), cpu_bfloat16=backend.cpu_bfloat16())
     images, labels = training_rows(settings, dataset.train_images, dataset.train_labels)
@@ -107,10 +109,14 @@ def train(
                 _check_free_space(root, len(settings.members))  # before the run folder exists
                 run = Run(_new_run(settings, identity, gpus, labels))
             held.enter_context(locks.hold(run.dir / ".lock", f"run {run.dir}"))
-        return _train_run(run, new, labels, images, dataset, gpus, workers, only, quiet, started)
+        return _train_run(
+            run, new, labels, images, dataset, gpus, workers, only, quiet, started, worker_start
+        )
 
 
-def _train_run(run: Run, new, labels, images, dataset, gpus, workers, only, quiet, started) -> Path:
+def _train_run(
+    run: Run, new, labels, images, dataset, gpus, workers, only, quiet, started, worker_start
+) -> Path:
     run_dir, settings = run.dir, run.settings
     was_finished = run.finished
     damaged = _repair(run, labels)
@@ -138,7 +144,12 @@ def _train_run(run: Run, new, labels, images, dataset, gpus, workers, only, quie
     steps_per_epoch = -(-train_rows // settings.batch_size)
     estimate = None
     if todo and not gpus:
-        estimate = _warn_cpu_time(settings, len(todo), images, folds, len(dataset.test_images), workers)
+        start = worker_start if workers > 1 else 0.0
+        estimate = _warn_cpu_time(
+            settings, len(todo), images, folds, len(dataset.test_images), workers, start
+        )
+        if estimate is not None:
+            estimate += time.perf_counter() - started  # the whole command, as `wall_seconds` counts it
     with RunProgress(len(todo) * settings.epochs * steps_per_epoch, quiet) as progress:
         if workers > 1:
             train_in_workers(run, todo, workers, gpus, steps_per_epoch, progress)
@@ -299,11 +310,9 @@ def _train_member(run: Run, fold, seed_index, images, labels, test_images, folds
         timing = MemberProgress(progress, label, settings.epochs, settings.batch_size)
         validation = {}
         if settings.epoch_validation:
-            validation = dict(
-                validation_data=(images[val_rows], labels[val_rows]), validation_batch_size=PREDICT_BATCH
-            )
+            validation = dict(validation_data=feed(Rows(images[val_rows], PREDICT_BATCH, labels[val_rows])))
         model.fit(
-            batches,
+            feed(batches),
             **validation,
             epochs=settings.epochs,
             # EpochBatches already shuffles by (seed, epoch); Keras' own shuffle of the batch order uses
@@ -316,8 +325,8 @@ def _train_member(run: Run, fold, seed_index, images, labels, test_images, folds
     # Only now: a kill before model.keras was in place resumes from the last epoch's backup.
     shutil.rmtree(folder / "backup", ignore_errors=True)
 
-    oof = model.predict(images[val_rows], batch_size=PREDICT_BATCH, verbose=0).astype(np.float32)
-    test = model.predict(test_images, batch_size=PREDICT_BATCH, verbose=0).astype(np.float32)
+    oof = model.predict(feed(Rows(images[val_rows], PREDICT_BATCH)), verbose=0).astype(np.float32)
+    test = model.predict(feed(Rows(test_images, PREDICT_BATCH)), verbose=0).astype(np.float32)
     storage.write_atomic(folder / "oof.npz", lambda tmp: np.savez(tmp, rows=val_rows, probs=oof))
     storage.save_npy(folder / "test.npy", test)
     epoch_seconds = timing.epoch_seconds if timing else []
@@ -595,37 +604,35 @@ def _warn_cpu_time(
     folds: np.ndarray,
     test_rows: int,
     workers: int = 1,
+    worker_start: float = 0.0,
 ) -> float | None:
-    """Says up front how long a CPU run takes, from a few timed steps of a throwaway model of the run's
-    own kind (architecture, augmentation, precision, batch size), in this process, whose threads are
-    already capped to one worker's share of the cores."""
+    """Says up front how long a CPU run takes from here (the workers' `worker_start` seconds, then their
+    members), from a few timed steps of a throwaway model of the run's own kind (architecture,
+    augmentation, precision, batch size), in this process, whose threads are already capped to one
+    worker's share of the cores. Returns the seconds it said."""
     train_rows, val_rows = int(np.sum(folds != 0)), int(np.sum(folds == 0))
     if members * settings.epochs * train_rows < ESTIMATE_MIN_IMAGES:
         return None
     started = time.perf_counter()
     keras.utils.set_random_seed(settings.seed)
     model = _build(settings)
-    model.compile(
-        optimizer=keras.optimizers.Adam(settings.learning_rate),
-        loss="sparse_categorical_crossentropy",
-        metrics=["accuracy"],
-    )
-    steps = 24
-    x = images[: steps * settings.batch_size]
-    y = np.zeros(len(x), dtype=np.uint8)
-    model.fit(
-        x[: 2 * settings.batch_size], y[: 2 * settings.batch_size], batch_size=settings.batch_size, verbose=0
-    )
-    model.predict(x[:PREDICT_BATCH], batch_size=PREDICT_BATCH, verbose=0)
+    steps, size = 96, settings.batch_size  # about 3 s of steps on one core at batch 64
+    # Full batches even from a small --subset (rows repeat): the rate is per step.
+    x = images[np.resize(np.arange(len(images)), max(steps * size, 4 * PREDICT_BATCH))]
+    y = np.zeros(steps * size, dtype=np.uint8)
+    model.compile(optimizer=_optimizer(settings, steps), loss=_loss(settings), metrics=["accuracy"])
+    model.fit(feed(EpochBatches(x[: 2 * size], y[: 2 * size], size, 0)), shuffle=False, verbose=0)
+    model.predict(feed(Rows(x[:PREDICT_BATCH], PREDICT_BATCH)), verbose=0)
     overhead = time.perf_counter() - started  # build and trace: what every member pays once
-    tick = time.perf_counter()
-    model.fit(x, y, batch_size=settings.batch_size, verbose=0, shuffle=False)
-    train_rate = len(x) / (time.perf_counter() - tick)
-    tick = time.perf_counter()
-    model.predict(images[: 2 * PREDICT_BATCH], batch_size=PREDICT_BATCH, verbose=0)
-    predict_rate = 2 * PREDICT_BATCH / (time.perf_counter() - tick)
+    # Rates from the end of the first batch to the end of the last, as an epoch runs them, leaving out
+    # what starting and ending a `fit` or `predict` call costs.
+    clock = BatchClock()
+    model.fit(feed(EpochBatches(x[: len(y)], y, size, 0)), shuffle=False, verbose=0, callbacks=[clock])
+    train_rate = size * (len(clock.train) - 1) / (clock.train[-1] - clock.train[0])
+    model.predict(feed(Rows(x[: 4 * PREDICT_BATCH], PREDICT_BATCH)), verbose=0, callbacks=[clock])
+    predict_rate = PREDICT_BATCH * (len(clock.predict) - 1) / (clock.predict[-1] - clock.predict[0])
     validated_epochs = settings.epochs if settings.epoch_validation else 0
-    seconds = estimate_seconds(
+    seconds = worker_start + estimate_seconds(
         members,
         settings.epochs,
         train_rows,
@@ -643,6 +650,21 @@ def _warn_cpu_time(
         "notebook: Accelerator > GPU).[/]"
     )
     return seconds
+
+
+class BatchClock(keras.callbacks.Callback):
+    """When each training and prediction batch ended."""
+
+    def __init__(self):
+        super().__init__()
+        self.train: list[float] = []
+        self.predict: list[float] = []
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.train.append(time.perf_counter())
+
+    def on_predict_batch_end(self, batch, logs=None):
+        self.predict.append(time.perf_counter())
 
 
 def _duration(seconds: float) -> str:

@@ -296,6 +296,16 @@ def test_time_estimate_adds_epochs_predictions_and_fixed_costs():
     assert training.estimate_seconds(2, 3, 1000, 500, 100.0, 250.0, 4.0) == pytest.approx(72.0)
 
 
+def test_the_cpu_estimate_is_printed_and_kept_beside_the_real_time(tiny_data, monkeypatch, capsys):
+    # Normally only for runs of 300,000 images or more; here on 150 rows per member, repeated into full
+    # timed batches.
+    monkeypatch.setattr(training, "ESTIMATE_MIN_IMAGES", 0)
+    run_dir = training.train(TrainSettings(**{**TINY, "subset": 300}), quiet=True)
+    assert "No GPU found: 2 members x 1 epochs on this CPU take about" in capsys.readouterr().out
+    metrics = storage.read_json(run_dir / "metrics.json")
+    assert 0 < metrics["estimated_seconds"] < 600
+
+
 def test_members_option_trains_part_of_a_run_and_the_rest_later(tiny_data, capsys):
     settings = TrainSettings(**TINY)
     run_dir = training.train(settings, quiet=True, only=["f1-s0"])
