@@ -79,7 +79,14 @@ def test_interrupting_the_wait_detaches_and_the_same_command_reattaches(workspac
     full_env = {**{k: v for k, v in __import__("os").environ.items() if not k.startswith("KAGGLE")}, **env}
     full_env["PYTHONPATH"] = str(ROOT)
     proc = subprocess.Popen(
-        command, cwd=workspace, env=full_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        command,
+        cwd=workspace,
+        env=full_env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        # A shell's background jobs ignore SIGINT, and children inherit that: give this one the default.
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     record = workspace / "ensembles" / ".kaggle-kernels.json"
     deadline = time.monotonic() + 60
