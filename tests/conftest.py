@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -72,6 +73,21 @@ def run_cli(*args: str, cwd: Path, env: dict[str, str] | None = None, timeout: f
         stdin=subprocess.DEVNULL,
     )
     return Result(proc.returncode, proc.stdout, proc.stderr)
+
+
+def start_cli(args: list[str], cwd: Path, env: dict[str, str]) -> subprocess.Popen:
+    """A CLI process to interrupt with SIGINT, as Ctrl-C does. A shell's background jobs ignore SIGINT,
+    and children inherit that (CI launched that way would never see the signal): this one gets the
+    default."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "competition", *args],
+        cwd=cwd,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
 
 
 def assert_clean_failure(result: Result, *needles: str) -> None:

@@ -5,14 +5,12 @@ from __future__ import annotations
 
 import json
 import signal
-import subprocess
-import sys
 import time
 
 import pytest
 
 from tests import digits
-from tests.conftest import ROOT, assert_clean_failure, run_cli
+from tests.conftest import ROOT, assert_clean_failure, run_cli, start_cli
 from tests.fake_kaggle import FakeKaggle, KaggleState
 from tests.test_fetch_api import kaggle_env
 
@@ -75,19 +73,9 @@ def test_train_on_kaggle_pushes_once_and_installs_a_run_predict_uses(workspace, 
 
 def test_interrupting_the_wait_detaches_and_the_same_command_reattaches(workspace, kaggle, env):
     kaggle.state.kernel_queue_seconds = 4.0
-    command = [sys.executable, "-m", "competition", "train", "--on", "kaggle", *QUICK]
     full_env = {**{k: v for k, v in __import__("os").environ.items() if not k.startswith("KAGGLE")}, **env}
     full_env["PYTHONPATH"] = str(ROOT)
-    proc = subprocess.Popen(
-        command,
-        cwd=workspace,
-        env=full_env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        # A shell's background jobs ignore SIGINT, and children inherit that: give this one the default.
-        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
-    )
+    proc = start_cli(["train", "--on", "kaggle", *QUICK], cwd=workspace, env=full_env)
     record = workspace / "ensembles" / ".kaggle-kernels.json"
     deadline = time.monotonic() + 60
     while not (record.is_file() and "ref" in record.read_text()) and time.monotonic() < deadline:

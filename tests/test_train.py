@@ -18,7 +18,7 @@ from competition.errors import UserError
 from competition.runs import Run
 from competition.settings import TrainSettings
 from tests import digits
-from tests.conftest import ROOT, assert_clean_failure, run_cli
+from tests.conftest import ROOT, assert_clean_failure, run_cli, start_cli
 
 backend.select("tensorflow")
 
@@ -361,7 +361,14 @@ def test_kill_9_after_the_first_member_keeps_it(tiny_data):
     run_dir = first.parent.parent
     assert not (run_dir / "metrics.json").exists()
     before = {p.name: (p.stat().st_mtime_ns, p.read_bytes()) for p in first.iterdir() if p.is_file()}
-    rerun = subprocess.run(args, cwd=tiny_data, env=env, capture_output=True, text=True, timeout=300)
+    rerun = subprocess.run(
+        [sys.executable, "-m", "competition", *args],
+        cwd=tiny_data,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert rerun.returncode == 0, rerun.stdout + rerun.stderr
     assert "Continuing the unfinished run" in rerun.stdout
     assert (run_dir / "metrics.json").is_file()
@@ -372,18 +379,21 @@ def test_kill_9_after_the_first_member_keeps_it(tiny_data):
 
 def test_ctrl_c_says_how_to_continue(tiny_data):
     env = {**os.environ, "PYTHONPATH": str(ROOT), "TF_CPP_MIN_LOG_LEVEL": "3"}
-    args = [sys.executable, "-m", "competition", "train", "--folds", "2", "--seeds", "1", "--epochs", "3"]
-    args += ["--batch-size", "32", "--subset", "300", "--quiet"]
-    proc = subprocess.Popen(
-        args,
-        cwd=tiny_data,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        # A shell's background jobs ignore SIGINT, and children inherit that: give this one the default.
-        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
-    )
+    args = [
+        "train",
+        "--folds",
+        "2",
+        "--seeds",
+        "1",
+        "--epochs",
+        "3",
+        "--batch-size",
+        "32",
+        "--subset",
+        "300",
+        "--quiet",
+    ]
+    proc = start_cli(args, cwd=tiny_data, env=env)
     deadline = time.time() + 180
     while time.time() < deadline and not list((tiny_data / "ensembles").glob("*/members/f0-s0/history.csv")):
         time.sleep(0.2)
@@ -394,7 +404,14 @@ def test_ctrl_c_says_how_to_continue(tiny_data):
         err.strip().splitlines()[-1] == "interrupted: run the same command again to continue where it stopped"
     )
     assert "Traceback" not in out + err
-    rerun = subprocess.run(args, cwd=tiny_data, env=env, capture_output=True, text=True, timeout=300)
+    rerun = subprocess.run(
+        [sys.executable, "-m", "competition", *args],
+        cwd=tiny_data,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert rerun.returncode == 0 and "Continuing the unfinished run" in rerun.stdout, (
         rerun.stdout + rerun.stderr
     )
