@@ -361,14 +361,7 @@ def test_kill_9_after_the_first_member_keeps_it(tiny_data):
     run_dir = first.parent.parent
     assert not (run_dir / "metrics.json").exists()
     before = {p.name: (p.stat().st_mtime_ns, p.read_bytes()) for p in first.iterdir() if p.is_file()}
-    rerun = subprocess.run(
-        [sys.executable, "-m", "competition", *args],
-        cwd=tiny_data,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    rerun = subprocess.run(args, cwd=tiny_data, env=env, capture_output=True, text=True, timeout=300)
     assert rerun.returncode == 0, rerun.stdout + rerun.stderr
     assert "Continuing the unfinished run" in rerun.stdout
     assert (run_dir / "metrics.json").is_file()
