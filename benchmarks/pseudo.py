@@ -53,7 +53,7 @@ def main() -> None:
 
     from competition import data, ensemble
     from competition import train as training
-    from competition.resume import EpochBatches, EpochSeeds
+    from competition.resume import EpochBatches, EpochSeeds, feed, predict_rows
     from competition.runs import Run, member_name
     from competition.settings import TrainSettings
 
@@ -100,10 +100,10 @@ def main() -> None:
     )
     started = time.perf_counter()
     model.fit(
-        batches, epochs=settings.epochs, shuffle=False, callbacks=[EpochSeeds(batches, seed)], verbose=0
+        feed(batches), epochs=settings.epochs, shuffle=False, callbacks=[EpochSeeds(batches, seed)], verbose=0
     )
     seconds = time.perf_counter() - started
-    oof = model.predict(images[val_rows], batch_size=training.PREDICT_BATCH, verbose=0)
+    oof = predict_rows(model, images[val_rows], training.PREDICT_BATCH)
     if args.probs:
         np.savez(args.probs, rows=val_rows, probs=oof.astype(np.float32))
     result = {

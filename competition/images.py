@@ -84,7 +84,7 @@ def predict_images(
 ) -> list[Prediction]:
     """Predicts every picture with the run's ensemble; unreadable files get an error, the rest go on."""
     from competition.model import load as load_model
-    from competition.resume import Rows, feed
+    from competition.resume import predict_rows
 
     files = image_files(paths)
     if not files:
@@ -111,7 +111,7 @@ def predict_images(
         probs = []
         for member in found.members:
             model = load_model(found.member_file(*member, "model.keras"))
-            probs.append(model.predict(feed(Rows(batch, 1024)), verbose=0))
+            probs.append(predict_rows(model, batch))
         mean = np.mean(probs, axis=0)
         for (path, _), p in zip(digits, mean, strict=True):
             results[path] = Prediction(path, int(np.argmax(p)), float(np.max(p)))

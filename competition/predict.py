@@ -152,11 +152,11 @@ def _tta(model_path, oof_images, test_images, oof_probs, test_probs) -> tuple[np
     """A member's probabilities averaged over the unshifted image and its one-pixel shifts."""
     # Only TTA runs the models; the backend was chosen by the caller.
     from competition.model import load as load_model
-    from competition.resume import Rows, feed
+    from competition.resume import predict_rows
 
     model = load_model(model_path)
     oof_views, test_views = [oof_probs], [test_probs]
     for dy, dx in TTA_SHIFTS:
-        oof_views.append(model.predict(feed(Rows(shift_images(oof_images, dy, dx), 1024)), verbose=0))
-        test_views.append(model.predict(feed(Rows(shift_images(test_images, dy, dx), 1024)), verbose=0))
+        oof_views.append(predict_rows(model, shift_images(oof_images, dy, dx)))
+        test_views.append(predict_rows(model, shift_images(test_images, dy, dx)))
     return ensemble.average(oof_views), ensemble.average(test_views)

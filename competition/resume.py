@@ -5,7 +5,8 @@ training state, written so that a kill at any instant leaves a complete earlier 
 Keras' own `BackupAndRestore` restores weights, optimizer and epoch, but not the random generators
 behind augmentation and dropout, not the shuffle order, and not the counters of ReduceLROnPlateau,
 EarlyStopping or ModelCheckpoint; and it writes weights and epoch number one after the other, so a kill
-between the two resumes from the wrong epoch. Import after `backend.select(...)`.
+between the two resumes from the wrong epoch. Also the input path those batches (and every prediction)
+take into Keras: `feed`, `predict_rows`. Import after `backend.select(...)`.
 """
 
 from __future__ import annotations
@@ -84,6 +85,11 @@ def feed(batches: keras.utils.PyDataset):
     options = tf.data.Options()
     options.autotune.enabled = False
     return dataset.with_options(options)
+
+
+def predict_rows(model: keras.Model, images: np.ndarray, batch_size: int = 1024, **kwargs) -> np.ndarray:
+    """`model.predict` over `images` in order, `batch_size` at a time, through `feed`."""
+    return model.predict(feed(Rows(images, batch_size)), verbose=0, **kwargs)
 
 
 class EpochSeeds(keras.callbacks.Callback):

@@ -31,7 +31,7 @@ from competition.errors import UserError
 from competition.model import SmoothedCrossentropy, build_model
 from competition.model import load as load_model
 from competition.progress import RunProgress, console, results_table
-from competition.resume import EpochBatches, EpochSeeds, ExactBackup, Rows, feed
+from competition.resume import EpochBatches, EpochSeeds, ExactBackup, Rows, feed, predict_rows
 from competition.runs import (
     MEMBER_FILES,
     RUN_ARRAYS,
@@ -325,8 +325,8 @@ def _train_member(run: Run, fold, seed_index, images, labels, test_images, folds
     # Only now: a kill before model.keras was in place resumes from the last epoch's backup.
     shutil.rmtree(folder / "backup", ignore_errors=True)
 
-    oof = model.predict(feed(Rows(images[val_rows], PREDICT_BATCH)), verbose=0).astype(np.float32)
-    test = model.predict(feed(Rows(test_images, PREDICT_BATCH)), verbose=0).astype(np.float32)
+    oof = predict_rows(model, images[val_rows], PREDICT_BATCH).astype(np.float32)
+    test = predict_rows(model, test_images, PREDICT_BATCH).astype(np.float32)
     storage.write_atomic(folder / "oof.npz", lambda tmp: np.savez(tmp, rows=val_rows, probs=oof))
     storage.save_npy(folder / "test.npy", test)
     epoch_seconds = timing.epoch_seconds if timing else []
@@ -622,14 +622,14 @@ def _warn_cpu_time(
     y = np.zeros(steps * size, dtype=np.uint8)
     model.compile(optimizer=_optimizer(settings, steps), loss=_loss(settings), metrics=["accuracy"])
     model.fit(feed(EpochBatches(x[: 2 * size], y[: 2 * size], size, 0)), shuffle=False, verbose=0)
-    model.predict(feed(Rows(x[:PREDICT_BATCH], PREDICT_BATCH)), verbose=0)
+    predict_rows(model, x[:PREDICT_BATCH], PREDICT_BATCH)
     overhead = time.perf_counter() - started  # build and trace: what every member pays once
     # Rates from the end of the first batch to the end of the last, as an epoch runs them, leaving out
     # what starting and ending a `fit` or `predict` call costs.
     clock = BatchClock()
     model.fit(feed(EpochBatches(x[: len(y)], y, size, 0)), shuffle=False, verbose=0, callbacks=[clock])
     train_rate = size * (len(clock.train) - 1) / (clock.train[-1] - clock.train[0])
-    model.predict(feed(Rows(x[: 4 * PREDICT_BATCH], PREDICT_BATCH)), verbose=0, callbacks=[clock])
+    predict_rows(model, x[: 4 * PREDICT_BATCH], PREDICT_BATCH, callbacks=[clock])
     predict_rate = PREDICT_BATCH * (len(clock.predict) - 1) / (clock.predict[-1] - clock.predict[0])
     validated_epochs = settings.epochs if settings.epoch_validation else 0
     seconds = worker_start + estimate_seconds(
