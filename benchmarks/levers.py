@@ -48,6 +48,22 @@ VARIANTS = {
     "batch 64, arrays instead of EpochBatches": dict(
         aug="affine", bn="fused", policy="mixed_bfloat16", validate=False, arrays=True
     ),
+    # Session 9, from the input path `train` uses since session 8 (resume.feed: autotuning off).
+    "batch 64, through feed": dict(
+        aug="affine", bn="fused", policy="mixed_bfloat16", validate=False, feed=True
+    ),
+    "+ whole-kernel conv as a matmul": dict(
+        aug="affine", bn="fused", policy="mixed_bfloat16", validate=False, feed=True, conv="matmul"
+    ),
+    "+ 16-bit dropout masks": dict(
+        aug="affine",
+        bn="fused",
+        policy="mixed_bfloat16",
+        validate=False,
+        feed=True,
+        conv="matmul",
+        dropout="bits",
+    ),
 }
 
 
@@ -77,9 +93,14 @@ def build(variant: dict):
     keras.mixed_precision.set_global_policy(variant["policy"])
     keras.utils.set_random_seed(0)
     # The Keras batch norm the network used before, put back for the "before" variants.
-    norm = model.BatchNorm
+    norm, conv, dropout = model.BatchNorm, model.Conv2D, model.Dropout
     if variant["bn"] == "keras":
         model.BatchNorm = layers.BatchNormalization
+    # Keras' own Conv2D and Dropout unless the variant names the project's faster ones.
+    if variant.get("conv") != "matmul":
+        model.Conv2D = layers.Conv2D
+    if variant.get("dropout") != "bits":
+        model.Dropout = layers.Dropout
     try:
         inputs = keras.Input((28, 28), dtype="uint8")
         x = layers.Rescaling(1.0 / 255.0)(layers.Reshape((28, 28, 1))(inputs))
@@ -93,7 +114,7 @@ def build(variant: dict):
         x = model.bncnn(x, 0.4)
         outputs = layers.Dense(10, activation="softmax", dtype="float32")(x)
     finally:
-        model.BatchNorm = norm
+        model.BatchNorm, model.Conv2D, model.Dropout = norm, conv, dropout
     net = keras.Model(inputs, outputs)
     net.compile(
         optimizer=keras.optimizers.Adam(1e-3),
@@ -108,7 +129,7 @@ def timed_epochs(variant: dict, rows, epochs: int) -> float:
     """Training images per second over `epochs` epochs, after one warm-up epoch."""
     import keras
 
-    from competition.resume import EpochBatches, EpochSeeds, ExactBackup
+    from competition.resume import EpochBatches, EpochSeeds, ExactBackup, feed
 
     x, y, x_val, y_val = rows
     batch = variant.get("batch", 64)
@@ -135,6 +156,8 @@ def timed_epochs(variant: dict, rows, epochs: int) -> float:
         options.update(validation_data=(x_val, y_val), validation_batch_size=1024)
     if variant.get("arrays"):
         net.fit(x, y, batch_size=batch, **options)
+    elif variant.get("feed"):
+        net.fit(feed(batches), shuffle=False, **options)
     else:
         net.fit(batches, shuffle=False, **options)
     # One fit, as in `train`; its first epoch (tracing, oneDNN kernel set-up) is left out.

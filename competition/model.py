@@ -53,9 +53,65 @@ class BatchNorm(layers.BatchNormalization):
         return y
 
 
+@keras.saving.register_keras_serializable(package="kaggle_mnist")
+class Conv2D(layers.Conv2D):
+    """Keras' Conv2D; where the kernel covers the whole input (one output pixel, as in bncnn's last
+    convolution, 4x4 over 4x4), computed as the matrix product it is, on the TensorFlow backend.
+
+    oneDNN's convolution kernels spend about 2 ms a step (batch 64, one core) on that layer's weight
+    gradient, a 1,024 x 128 product that a matmul does in a tenth of that; the whole training step is
+    about 1.06x faster (levers.py, benchmarks/README.md). Same weights (the kernel is only reshaped, in
+    the row-major order both layouts share), same saved format, same function; other backends and
+    other shapes use Keras' own.
+    """
+
+    def call(self, inputs):
+        height, width, channels = inputs.shape[1], inputs.shape[2], inputs.shape[3]
+        whole = (height, width) == tuple(self.kernel_size) and self.padding == "valid"
+        if keras.backend.backend() != "tensorflow" or not whole or self.data_format != "channels_last":
+            return super().call(inputs)
+        ops = keras.ops
+        kernel = ops.reshape(ops.cast(self.kernel, inputs.dtype), (height * width * channels, self.filters))
+        outputs = ops.matmul(ops.reshape(inputs, (-1, height * width * channels)), kernel)
+        if self.use_bias:
+            outputs = outputs + ops.cast(self.bias, outputs.dtype)
+        outputs = ops.reshape(outputs, (-1, 1, 1, self.filters))
+        return self.activation(outputs) if self.activation is not None else outputs
+
+
+@keras.saving.register_keras_serializable(package="kaggle_mnist")
+class Dropout(layers.Dropout):
+    """Keras' Dropout, with its mask drawn from 16 random bits per value on the TensorFlow backend.
+
+    Keras draws one float per value; TensorFlow's CPU generator is slow enough (about 4 ns a 32-bit
+    draw) that bncnn's two dropout masks cost 2 ms a step at batch 64 on one core. Two 16-bit draws per
+    32-bit one halve that; the step is about 1.03x faster (levers.py). A value is dropped with
+    probability round(rate * 65536) / 65536 (0.399994 for 0.4) and the kept ones are scaled by
+    1 / (1 - rate), as Keras does. Drawn from the layer's own seed generator, so resume.EpochSeeds
+    reseeds it and a resumed run draws the same masks.
+    """
+
+    def call(self, inputs, training=False):
+        if not training or self.rate == 0 or self.noise_shape is not None:
+            return super().call(inputs, training=training)
+        if keras.backend.backend() != "tensorflow":
+            return super().call(inputs, training=training)
+        import tensorflow as tf
+
+        shape = tf.shape(inputs)
+        size = tf.reduce_prod(shape)
+        words = tf.random.stateless_uniform(
+            ((size + 1) // 2,), self.seed_generator.next(), minval=None, maxval=None, dtype=tf.uint32
+        )
+        bits = tf.reshape(tf.bitcast(words, tf.uint16), (-1,))[:size]
+        keep = tf.reshape(bits >= round(self.rate * 65536), shape)
+        scaled = inputs * tf.cast(1.0 / (1.0 - self.rate), inputs.dtype)
+        return tf.where(keep, scaled, tf.zeros_like(inputs))
+
+
 def conv_bn_relu(x, filters: int, kernel_size: int, strides: int = 1, padding: str = "valid"):
     # No bias: batch norm's shift makes it redundant.
-    x = layers.Conv2D(filters, kernel_size, strides=strides, padding=padding, use_bias=False)(x)
+    x = Conv2D(filters, kernel_size, strides=strides, padding=padding, use_bias=False)(x)
     # momentum 0.9, not Keras' 0.99: the moving statistics that inference uses then settle within ~30
     # steps, so short runs (a one-epoch look, a small --subset) predict sensibly too.
     x = BatchNorm(momentum=0.9)(x)
@@ -71,10 +127,10 @@ def bncnn(x, dropout_rate: float):
         x = conv_bn_relu(x, filters, 3)
         x = conv_bn_relu(x, filters, 3)
         x = conv_bn_relu(x, filters, 5, strides=2, padding="same")
-        x = layers.Dropout(dropout_rate)(x)
+        x = Dropout(dropout_rate)(x)
     x = conv_bn_relu(x, 128, 4)
     x = layers.Flatten()(x)
-    return layers.Dropout(dropout_rate)(x)
+    return Dropout(dropout_rate)(x)
 
 
 def lenet(x, dropout_rate: float):
@@ -83,10 +139,10 @@ def lenet(x, dropout_rate: float):
         x = layers.Conv2D(filters, kernel, padding="same", activation="relu")(x)
         x = layers.Conv2D(filters, kernel, padding="same", activation="relu")(x)
         x = layers.MaxPooling2D()(x)
-        x = layers.Dropout(0.25)(x)
+        x = Dropout(0.25)(x)
     x = layers.Flatten()(x)
     x = layers.Dense(256, activation="relu")(x)
-    return layers.Dropout(dropout_rate)(x)
+    return Dropout(dropout_rate)(x)
 
 
 def mlp(x, dropout_rate: float):

@@ -1,4 +1,5 @@
-"""The network's own layers: the one-warp augmentation and the fused batch norm."""
+"""The network's own layers: the one-warp augmentation, the fused batch norm, the whole-kernel
+convolution as a matmul and the 16-bit dropout masks."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ backend.select("tensorflow")
 import keras  # noqa: E402
 from keras import layers  # noqa: E402
 
-from competition.model import BatchNorm, RandomAffine, build_model, load  # noqa: E402
+from competition.model import BatchNorm, Conv2D, Dropout, RandomAffine, build_model, load  # noqa: E402
 
 
 def blob(size: int = 28) -> np.ndarray:
@@ -103,6 +104,44 @@ def test_fused_batch_norm_matches_keras(policy):
         keras.mixed_precision.set_global_policy("float32")
 
 
+@pytest.mark.parametrize("use_bias", [False, True])
+def test_a_whole_kernel_convolution_is_the_same_function_as_keras(use_bias):
+    """bncnn's last convolution (4x4 over 4x4) runs as a matmul: same outputs from the same weights,
+    so models saved before it load and predict as they did."""
+    x = np.random.default_rng(0).normal(size=(8, 4, 4, 64)).astype(np.float32)
+    ours = Conv2D(128, 4, use_bias=use_bias, activation="relu")
+    theirs = layers.Conv2D(128, 4, use_bias=use_bias, activation="relu")
+    ours.build(x.shape)
+    theirs.build(x.shape)
+    weights = [np.random.default_rng(1).normal(size=w.shape).astype(np.float32) for w in ours.get_weights()]
+    ours.set_weights(weights)
+    theirs.set_weights(weights)
+    a, b = keras.ops.convert_to_numpy(ours(x)), keras.ops.convert_to_numpy(theirs(x))
+    assert a.shape == b.shape == (8, 1, 1, 128)
+    np.testing.assert_allclose(a, b, atol=1e-4)
+    # Any other shape is Keras' own convolution.
+    y = np.random.default_rng(2).normal(size=(2, 6, 6, 64)).astype(np.float32)
+    np.testing.assert_array_equal(keras.ops.convert_to_numpy(ours(y)), keras.ops.convert_to_numpy(theirs(y)))
+
+
+def test_dropout_masks_drop_the_rate_and_scale_the_rest():
+    ones = np.ones((64, 12, 12, 33), dtype=np.float32)  # an odd count of values per image
+    layer = Dropout(0.4, seed=3)
+    out = keras.ops.convert_to_numpy(layer(ones, training=True))
+    # 304,128 values: the dropped share is 0.4 within 5 standard deviations (0.0044).
+    assert abs((out == 0).mean() - 0.4) < 0.0045
+    np.testing.assert_allclose(np.unique(out), [0.0, 1 / 0.6], rtol=1e-6)
+    np.testing.assert_array_equal(keras.ops.convert_to_numpy(layer(ones, training=False)), ones)
+    # Masks differ from call to call and from place to place, and follow the seed generator's state.
+    again = keras.ops.convert_to_numpy(layer(ones, training=True))
+    assert not np.array_equal(out == 0, again == 0)
+    assert not np.array_equal(out[0] == 0, out[1] == 0)
+    twin = Dropout(0.4, seed=3)
+    np.testing.assert_array_equal(keras.ops.convert_to_numpy(twin(ones, training=True)), out)
+    state = [v for v in layer.non_trainable_variables if v.path.endswith("seed_generator_state")]
+    assert len(state) == 1  # what resume.EpochSeeds reseeds every epoch
+
+
 def test_a_saved_model_loads_with_its_layers(tmp_path):
     keras.utils.set_random_seed(0)
     model = build_model("bncnn")
@@ -110,5 +149,13 @@ def test_a_saved_model_loads_with_its_layers(tmp_path):
     before = model.predict(images, verbose=0)
     model.save(tmp_path / "model.keras")
     again = load(tmp_path / "model.keras")
-    assert {type(layer).__name__ for layer in again.layers} >= {"RandomAffine", "BatchNorm"}
+    assert {type(layer).__name__ for layer in again.layers} >= {
+        "RandomAffine",
+        "BatchNorm",
+        "Conv2D",
+        "Dropout",
+    }
+    assert {
+        type(layer).__module__ for layer in again.layers if type(layer).__name__ in ("Conv2D", "Dropout")
+    } == {"competition.model"}
     np.testing.assert_allclose(again.predict(images, verbose=0), before, atol=1e-6)
