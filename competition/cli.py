@@ -534,9 +534,6 @@ def main() -> None:
         # Not standalone: Typer then raises usage errors instead of printing a usage block, so they
         # become the same one `error:` line as every other failure.
         code = app(standalone_mode=False)
-        if code == 130:  # Typer turns Ctrl-C into exit code 130
-            _interrupted()
-        sys.exit(code if isinstance(code, int) else 0)
     except TyperException as exc:
         if type(exc).__name__ == "NoArgsIsHelpError":  # `kaggle-mnist` alone: the help, as before
             exc.show()
@@ -575,6 +572,10 @@ def main() -> None:
         if interrupt_requested:
             _interrupted()
         _bug(exc)
+    # Outside the try: the SystemExit of _interrupted() would reach `except SystemExit` and say it twice.
+    if code == 130:  # Typer turns Ctrl-C into exit code 130
+        _interrupted()
+    sys.exit(code if isinstance(code, int) else 0)
 
 
 _DISK_ERRORS = {

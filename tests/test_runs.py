@@ -312,6 +312,17 @@ def test_a_value_error_while_submitting_is_not_called_a_cut_download(monkeypatch
     assert info.value.message == "the kaggle client failed while submitting: Invalid value for `ref`"
 
 
+def test_an_interrupt_that_typer_turned_into_exit_code_130_is_said_once(monkeypatch, capsys):
+    monkeypatch.setattr(cli, "app", lambda **kwargs: 130)
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main()
+    assert exit_info.value.code == 130
+    assert (
+        capsys.readouterr().err.strip()
+        == "interrupted: run the same command again to continue where it stopped"
+    )
+
+
 def test_an_interrupt_that_tensorflow_turned_into_another_error_is_still_an_interrupt(
     monkeypatch, capsys, sigint_restored
 ):

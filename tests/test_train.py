@@ -396,6 +396,7 @@ def test_ctrl_c_says_how_to_continue(tiny_data):
     assert (
         err.strip().splitlines()[-1] == "interrupted: run the same command again to continue where it stopped"
     )
+    assert err.count("interrupted:") == 1, err
     assert "Traceback" not in out + err
     rerun = subprocess.run(
         [sys.executable, "-m", "competition", *args],
