@@ -6,16 +6,38 @@ each training step is train.MemberProgress."""
 from __future__ import annotations
 
 from rich.console import Console
-from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.progress import BarColumn, Progress, ProgressColumn, Task, TextColumn, TimeElapsedColumn
 from rich.table import Table
+from rich.text import Text
 
 console = Console(stderr=False, highlight=False)
+
+
+class AverageTimeRemaining(ProgressColumn):
+    """Time left at the run's average pace so far (elapsed / done x still to do).
+
+    rich's TimeRemainingColumn extrapolates from the last 30 s of updates. With worker processes the bar
+    moves a whole epoch at a time, often two at once when both workers end an epoch together, and
+    that window then saw two epochs in a second: it told a 1 h 38 min run "ETA 0:11:08" after 2
+    minutes. The average counts start-up and tracing as part of the pace, so early on it errs long,
+    and it settles as the run goes.
+    """
+
+    def render(self, task: Task) -> Text:
+        if task.finished:
+            return Text("0:00:00", style="progress.remaining")
+        if not task.completed or not task.total or task.elapsed is None:
+            return Text("-:--:--", style="progress.remaining")
+        left = task.elapsed / task.completed * (task.total - task.completed)
+        minutes, seconds = divmod(int(left), 60)
+        hours, minutes = divmod(minutes, 60)
+        return Text(f"{hours:d}:{minutes:02d}:{seconds:02d}", style="progress.remaining")
 
 
 class RunProgress:
     """A single bar over every batch still to train in this run, with an ETA for the whole run."""
 
-    def __init__(self, total_steps: int, quiet: bool):
+    def __init__(self, total_steps: int, quiet: bool, get_time=None):
         self.quiet = quiet
         self.progress = None
         if not quiet:
@@ -25,9 +47,10 @@ class RunProgress:
                 TextColumn("{task.percentage:>3.0f}%"),
                 TimeElapsedColumn(),
                 TextColumn("ETA"),
-                TimeRemainingColumn(),
+                AverageTimeRemaining(),
                 console=console,
                 transient=False,
+                **({"get_time": get_time} if get_time else {}),
             )
             self.task = self.progress.add_task("starting", total=total_steps)
 

@@ -476,3 +476,20 @@ def test_cpu_workers_side_by_side_only_where_they_pay(
     monkeypatch.setattr(training.backend, "cpu_cores", lambda: cores)
     settings = TrainSettings(epochs=epochs, backend=backend_name)
     assert training.cpu_workers(settings, members, 15_000 if epochs == 1 else 33_600) == expected
+
+
+def test_the_eta_follows_the_runs_average_pace_not_its_last_burst():
+    from competition.progress import RunProgress
+
+    now = [0.0]
+    progress = RunProgress(100, quiet=False, get_time=lambda: now[0])
+    eta, task = progress.progress.columns[-1], progress.progress.tasks[0]
+    assert eta.render(task).plain == "-:--:--"  # nothing done yet: no guess
+    now[0] = 60.0
+    progress.set(10, "2 members training")
+    now[0] = 61.0
+    progress.set(12, "2 members training")  # both workers ended an epoch within a second
+    # 12 steps in 61 s, 88 to go: 447 s. (The last second's pace would say 44 s.)
+    assert eta.render(task).plain == "0:07:27"
+    progress.set(100, "done")
+    assert eta.render(task).plain == "0:00:00"
