@@ -64,6 +64,16 @@ VARIANTS = {
         conv="matmul",
         dropout="bits",
     ),
+    "+ steps_per_execution 8": dict(
+        aug="affine",
+        bn="fused",
+        policy="mixed_bfloat16",
+        validate=False,
+        feed=True,
+        conv="matmul",
+        dropout="bits",
+        spe=8,
+    ),
 }
 
 
