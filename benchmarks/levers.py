@@ -32,6 +32,9 @@ from bench import DEFAULT_DATA, device_name  # noqa: E402
 
 # Each variant changes one thing from the one above it, from the code as it was (three augmentation
 # layers, Keras' batch norm, float32, validation every epoch) to what `train` does now.
+CPU_DEFAULT = dict(aug="affine", bn="fused", policy="mixed_bfloat16", validate=False)
+# Session 9: from the input path `train` uses since session 8 (resume.feed: autotuning off).
+FED = {**CPU_DEFAULT, "feed": True}
 VARIANTS = {
     "before: 3 aug layers, Keras BN, float32, val each epoch": dict(
         aug="three", bn="keras", policy="float32"
@@ -39,41 +42,15 @@ VARIANTS = {
     "one affine warp": dict(aug="affine", bn="keras", policy="float32"),
     "+ fused batch norm": dict(aug="affine", bn="fused", policy="float32"),
     "+ bfloat16": dict(aug="affine", bn="fused", policy="mixed_bfloat16"),
-    "+ no per-epoch validation": dict(aug="affine", bn="fused", policy="mixed_bfloat16", validate=False),
-    "+ batch 128": dict(aug="affine", bn="fused", policy="mixed_bfloat16", validate=False, batch=128),
-    "+ batch 256": dict(aug="affine", bn="fused", policy="mixed_bfloat16", validate=False, batch=256),
-    "batch 64, steps_per_execution 8": dict(
-        aug="affine", bn="fused", policy="mixed_bfloat16", validate=False, spe=8
-    ),
-    "batch 64, arrays instead of EpochBatches": dict(
-        aug="affine", bn="fused", policy="mixed_bfloat16", validate=False, arrays=True
-    ),
-    # Session 9, from the input path `train` uses since session 8 (resume.feed: autotuning off).
-    "batch 64, through feed": dict(
-        aug="affine", bn="fused", policy="mixed_bfloat16", validate=False, feed=True
-    ),
-    "+ whole-kernel conv as a matmul": dict(
-        aug="affine", bn="fused", policy="mixed_bfloat16", validate=False, feed=True, conv="matmul"
-    ),
-    "+ 16-bit dropout masks": dict(
-        aug="affine",
-        bn="fused",
-        policy="mixed_bfloat16",
-        validate=False,
-        feed=True,
-        conv="matmul",
-        dropout="bits",
-    ),
-    "+ steps_per_execution 8": dict(
-        aug="affine",
-        bn="fused",
-        policy="mixed_bfloat16",
-        validate=False,
-        feed=True,
-        conv="matmul",
-        dropout="bits",
-        spe=8,
-    ),
+    "+ no per-epoch validation": CPU_DEFAULT,
+    "+ batch 128": {**CPU_DEFAULT, "batch": 128},
+    "+ batch 256": {**CPU_DEFAULT, "batch": 256},
+    "batch 64, steps_per_execution 8": {**CPU_DEFAULT, "spe": 8},
+    "batch 64, arrays instead of EpochBatches": {**CPU_DEFAULT, "arrays": True},
+    "batch 64, through feed": FED,
+    "+ whole-kernel conv as a matmul": {**FED, "conv": "matmul"},
+    "+ 16-bit dropout masks": {**FED, "conv": "matmul", "dropout": "bits"},
+    "+ steps_per_execution 8": {**FED, "conv": "matmul", "dropout": "bits", "spe": 8},
 }
 
 
