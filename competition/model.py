@@ -58,9 +58,9 @@ class Conv2D(layers.Conv2D):
     """Keras' Conv2D; where the kernel covers the whole input (one output pixel, as in bncnn's last
     convolution, 4x4 over 4x4), computed as the matrix product it is, on the TensorFlow backend.
 
-    oneDNN's convolution kernels spend about 2 ms a step (batch 64, one core) on that layer's weight
-    gradient, a 1,024 x 128 product that a matmul does in a tenth of that; the whole training step is
-    about 1.06x faster (levers.py, benchmarks/README.md). Same weights (the kernel is only reshaped, in
+    oneDNN's convolution kernels spend 1.6-1.9 ms a step (batch 64, one core) on that layer's weight
+    gradient alone, a 1,024 x 128 product; the matmuls that replace its three convolutions take about
+    0.4 ms together (benchmarks/profile.py), and the whole training step is about 1.06x faster (levers.py, benchmarks/README.md). Same weights (the kernel is only reshaped, in
     the row-major order both layouts share), same saved format, same function; other backends and
     other shapes use Keras' own.
     """
@@ -85,15 +85,16 @@ class Dropout(layers.Dropout):
 
     Keras draws one float per value; TensorFlow's CPU generator is slow enough (about 4 ns a 32-bit
     draw) that bncnn's two dropout masks cost 2 ms a step at batch 64 on one core. Two 16-bit draws per
-    32-bit one halve that; the step is about 1.04x faster (levers.py). A value is dropped with
+    32-bit one cut that to 0.7 ms (benchmarks/profile.py); the step is about 1.04x faster (levers.py). A value is dropped with
     probability round(rate * 65536) / 65536 (0.399994 for 0.4) and the kept ones are scaled by
     1 / (1 - rate), as Keras does. Drawn from the layer's own seed generator, so resume.EpochSeeds
     reseeds it and a resumed run draws the same masks.
     """
 
     def call(self, inputs, training=False):
-        if not training or self.rate == 0 or self.noise_shape is not None:
-            return super().call(inputs, training=training)
+        threshold = round(self.rate * 65536)
+        if not training or not 0 < threshold < 65536 or self.noise_shape is not None:
+            return super().call(inputs, training=training)  # off, all dropped, or a shared mask: Keras'
         if keras.backend.backend() != "tensorflow":
             return super().call(inputs, training=training)
         import tensorflow as tf
@@ -104,7 +105,7 @@ class Dropout(layers.Dropout):
             ((size + 1) // 2,), self.seed_generator.next(), minval=None, maxval=None, dtype=tf.uint32
         )
         bits = tf.reshape(tf.bitcast(words, tf.uint16), (-1,))[:size]
-        keep = tf.reshape(bits >= round(self.rate * 65536), shape)
+        keep = tf.reshape(bits >= threshold, shape)
         scaled = inputs * tf.cast(1.0 / (1.0 - self.rate), inputs.dtype)
         return tf.where(keep, scaled, tf.constant(0, inputs.dtype))
 
