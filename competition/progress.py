@@ -20,15 +20,21 @@ class AverageTimeRemaining(ProgressColumn):
     moves a whole epoch at a time, often two at once when both workers end an epoch together, and
     that window then saw two epochs in a second: it told a 1 h 38 min run "ETA 0:11:08" after 2
     minutes. The average counts start-up and tracing as part of the pace, so early on it errs long,
-    and it settles as the run goes.
+    and it settles as the run goes. Until the first steps are counted (a worker run counts whole
+    epochs), it counts down train's up-front estimate where there is one.
     """
 
     def render(self, task: Task) -> Text:
         if task.finished:
             return Text("0:00:00", style="progress.remaining")
-        if not task.completed or not task.total or task.elapsed is None:
+        if not task.total or task.elapsed is None:
             return Text("-:--:--", style="progress.remaining")
-        left = task.elapsed / task.completed * (task.total - task.completed)
+        if task.completed:
+            left = task.elapsed / task.completed * (task.total - task.completed)
+        elif task.fields.get("expected") is not None:
+            left = max(0.0, task.fields["expected"] - task.elapsed)
+        else:
+            return Text("-:--:--", style="progress.remaining")
         minutes, seconds = divmod(int(left), 60)
         hours, minutes = divmod(minutes, 60)
         return Text(f"{hours:d}:{minutes:02d}:{seconds:02d}", style="progress.remaining")
@@ -37,7 +43,7 @@ class AverageTimeRemaining(ProgressColumn):
 class RunProgress:
     """A single bar over every batch still to train in this run, with an ETA for the whole run."""
 
-    def __init__(self, total_steps: int, quiet: bool, get_time=None):
+    def __init__(self, total_steps: int, quiet: bool, get_time=None, expected_seconds: float | None = None):
         self.quiet = quiet
         self.progress = None
         if not quiet:
@@ -52,7 +58,7 @@ class RunProgress:
                 transient=False,
                 **({"get_time": get_time} if get_time else {}),
             )
-            self.task = self.progress.add_task("starting", total=total_steps)
+            self.task = self.progress.add_task("starting", total=total_steps, expected=expected_seconds)
 
     def __enter__(self) -> RunProgress:
         if self.progress is not None:

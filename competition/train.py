@@ -150,7 +150,11 @@ def _train_run(
         )
         if estimate is not None:
             estimate += time.perf_counter() - started  # the whole command, as `wall_seconds` counts it
-    with RunProgress(len(todo) * settings.epochs * steps_per_epoch, quiet) as progress:
+    # What the estimate leaves for training from here: the bar's ETA until the first steps are counted.
+    expected = None if estimate is None else estimate - (time.perf_counter() - started)
+    with RunProgress(
+        len(todo) * settings.epochs * steps_per_epoch, quiet, expected_seconds=expected
+    ) as progress:
         if workers > 1:
             train_in_workers(run, todo, workers, gpus, steps_per_epoch, progress)
         else:

@@ -484,7 +484,10 @@ def test_the_eta_follows_the_runs_average_pace_not_its_last_burst():
     now = [0.0]
     progress = RunProgress(100, quiet=False, get_time=lambda: now[0])
     eta, task = progress.progress.columns[-1], progress.progress.tasks[0]
-    assert eta.render(task).plain == "-:--:--"  # nothing done yet: no guess
+    assert eta.render(task).plain == "-:--:--"  # nothing done yet and no estimate: no guess
+    estimated = RunProgress(100, quiet=False, get_time=lambda: now[0], expected_seconds=500.0)
+    now[0] = 20.0
+    assert eta.render(estimated.progress.tasks[0]).plain == "0:08:00"  # the estimate, counting down
     now[0] = 60.0
     progress.set(10, "2 members training")
     now[0] = 61.0
