@@ -29,7 +29,13 @@ class AverageTimeRemaining(ProgressColumn):
             return Text("0:00:00", style="progress.remaining")
         if not task.total or task.elapsed is None:
             return Text("-:--:--", style="progress.remaining")
-        if task.completed:
+        counted_at = task.fields.get("counted_at")
+        if task.completed and counted_at:
+            # Counted in jumps (a worker run's epochs): the pace at the last count, counting down since,
+            # rather than a pace that slows between counts.
+            pace = counted_at / task.completed
+            left = max(0.0, pace * (task.total - task.completed) - (task.elapsed - counted_at))
+        elif task.completed:
             left = task.elapsed / task.completed * (task.total - task.completed)
         elif task.fields.get("expected") is not None:
             left = max(0.0, task.fields["expected"] - task.elapsed)
@@ -78,7 +84,9 @@ class RunProgress:
     def set(self, completed: int, description: str) -> None:
         """For progress measured elsewhere (worker processes): `completed` steps so far."""
         if self.progress is not None:
-            self.progress.update(self.task, completed=completed, description=description)
+            task = self.progress.tasks[0]
+            counted = {"counted_at": task.elapsed} if completed != task.completed else {}
+            self.progress.update(self.task, completed=completed, description=description, **counted)
 
 
 def results_table(members: list[dict], folds: dict[str, float], cv_accuracy: float) -> Table:

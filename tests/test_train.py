@@ -494,5 +494,8 @@ def test_the_eta_follows_the_runs_average_pace_not_its_last_burst():
     progress.set(12, "2 members training")  # both workers ended an epoch within a second
     # 12 steps in 61 s, 88 to go: 447 s. (The last second's pace would say 44 s.)
     assert eta.render(task).plain == "0:07:27"
+    now[0] = 71.0
+    progress.set(12, "2 members training")  # no new steps: it counts down from the last count
+    assert eta.render(task).plain == "0:07:17"
     progress.set(100, "done")
     assert eta.render(task).plain == "0:00:00"
