@@ -3,8 +3,8 @@ network, as one side-by-side worker trains it (one thread by default), summed by
 
     python benchmarks/profile.py --threads 1 --batch 64 --steps 96
 
-Builds the network `train` builds (`model.build_model`, mixed bfloat16 where the CPU computes it,
-smoothed cross-entropy, Adam), feeds it random uint8 images through `resume.feed` as `train` does,
+Builds, compiles and configures the network as `train` does for these settings (its precision, loss,
+optimizer and schedule, thread cap), feeds it random uint8 images through `resume.feed` as `train` does,
 runs one untimed epoch (tracing, oneDNN kernel set-up), then profiles one epoch of `--steps` steps
 and prints milliseconds per step for each kind of op, with the step's wall time beside them (the
 profiler itself adds a little). No data needed. See benchmarks/README.md.
@@ -72,24 +72,29 @@ def main() -> None:
     from competition import backend
 
     backend.select("tensorflow")
-    backend.make_deterministic()
-    backend.limit_cpu_threads(args.threads)
     import keras
     import numpy as np
     import tensorflow as tf
 
-    from competition.model import SmoothedCrossentropy, build_model
+    from competition import train as training
     from competition.resume import EpochBatches, feed
+    from competition.settings import TrainSettings
 
-    bfloat16 = args.precision == "bfloat16" or (args.precision == "auto" and backend.cpu_bfloat16())
-    keras.mixed_precision.set_global_policy("mixed_bfloat16" if bfloat16 else "float32")
+    settings = TrainSettings(
+        batch_size=args.batch, precision=args.precision, cpu_threads=args.threads
+    ).resolved(gpu=False, cpu_bfloat16=backend.cpu_bfloat16())
+    training._configure_device(settings, [])
     keras.utils.set_random_seed(0)
     rng = np.random.default_rng(0)
     images = rng.integers(0, 256, (args.batch * args.steps, 28, 28), dtype=np.uint8)
     labels = rng.integers(0, 10, args.batch * args.steps)
-    model = build_model()
-    model.compile(optimizer=keras.optimizers.Adam(1e-3), loss=SmoothedCrossentropy(), metrics=["accuracy"])
     batches = EpochBatches(images, labels, args.batch, seed=0)
+    model = training._build(settings)
+    model.compile(
+        optimizer=training._optimizer(settings, len(batches)),
+        loss=training._loss(settings),
+        metrics=["accuracy"],
+    )
     model.fit(feed(batches), epochs=1, shuffle=False, verbose=0)  # tracing and kernel set-up, untimed
 
     logdir = Path(tempfile.mkdtemp(prefix="kaggle-mnist-profile-"))

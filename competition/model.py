@@ -60,9 +60,10 @@ class Conv2D(layers.Conv2D):
 
     oneDNN's convolution kernels spend 1.6-1.9 ms a step (batch 64, one core) on that layer's weight
     gradient alone, a 1,024 x 128 product; the matmuls that replace its three convolutions take about
-    0.4 ms together (benchmarks/profile.py), and the whole training step is about 1.06x faster (levers.py, benchmarks/README.md). Same weights (the kernel is only reshaped, in
-    the row-major order both layouts share), same saved format, same function; other backends and
-    other shapes use Keras' own.
+    0.4 ms together (benchmarks/profile.py), and the whole training step is about 1.06x faster
+    (levers.py, benchmarks/README.md). Same weights (the kernel is only reshaped, in the row-major
+    order both layouts share), same saved format, same function; other backends and other shapes use
+    Keras' own.
     """
 
     def call(self, inputs):
@@ -85,9 +86,9 @@ class Dropout(layers.Dropout):
 
     Keras draws one float per value; TensorFlow's CPU generator is slow enough (about 4 ns a 32-bit
     draw) that bncnn's two dropout masks cost 2 ms a step at batch 64 on one core. Two 16-bit draws per
-    32-bit one cut that to 0.7 ms (benchmarks/profile.py); the step is about 1.04x faster (levers.py). A value is dropped with
-    probability round(rate * 65536) / 65536 (0.399994 for 0.4) and the kept ones are scaled by
-    1 / (1 - rate), as Keras does. Drawn from the layer's own seed generator, so resume.EpochSeeds
+    32-bit one cut that to 0.7 ms (benchmarks/profile.py); the step is about 1.04x faster (levers.py).
+    A value is dropped with probability round(rate * 65536) / 65536 (0.399994 for 0.4) and the kept
+    ones are scaled by 1 / (1 - rate), as Keras does. Drawn from the layer's own seed generator, so resume.EpochSeeds
     reseeds it and a resumed run draws the same masks.
     """
 

@@ -62,7 +62,7 @@ class RunProgress:
                 AverageTimeRemaining(),
                 console=console,
                 transient=False,
-                **({"get_time": get_time} if get_time else {}),
+                get_time=get_time,
             )
             self.task = self.progress.add_task("starting", total=total_steps, expected=expected_seconds)
 

@@ -142,16 +142,15 @@ def _train_run(
     auto = len(gpus) or max(1, min(2, backend.cpu_cores() // max(1, settings.cpu_threads)))
     workers = min(len(todo), workers or auto)
     steps_per_epoch = -(-train_rows // settings.batch_size)
-    estimate = None
+    estimate = expected = None  # expected: training from here, the bar's ETA until steps are counted
     if todo and not gpus:
         start = worker_start if workers > 1 else 0.0
-        estimate = _warn_cpu_time(
+        expected = _warn_cpu_time(
             settings, len(todo), images, folds, len(dataset.test_images), workers, start
         )
-        if estimate is not None:
-            estimate += time.perf_counter() - started  # the whole command, as `wall_seconds` counts it
-    # What the estimate leaves for training from here: the bar's ETA until the first steps are counted.
-    expected = None if estimate is None else estimate - (time.perf_counter() - started)
+        if expected is not None:
+            # The whole command, as `wall_seconds` counts it.
+            estimate = expected + time.perf_counter() - started
     with RunProgress(
         len(todo) * settings.epochs * steps_per_epoch, quiet, expected_seconds=expected
     ) as progress:
