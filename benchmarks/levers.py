@@ -51,6 +51,9 @@ VARIANTS = {
     "+ whole-kernel conv as a matmul": {**FED, "conv": "matmul"},
     "+ 16-bit dropout masks": {**FED, "conv": "matmul", "dropout": "bits"},
     "+ steps_per_execution 8": {**FED, "conv": "matmul", "dropout": "bits", "spe": 8},
+    # Session 10: larger batches on top of everything `train` does now.
+    "now, batch 128": {**FED, "conv": "matmul", "dropout": "bits", "batch": 128},
+    "now, batch 256": {**FED, "conv": "matmul", "dropout": "bits", "batch": 256},
 }
 
 

@@ -39,23 +39,29 @@ def kind(name: str) -> str:
     return op_type
 
 
-def op_times(logdir: Path) -> dict[str, float]:
-    """Seconds per kind of op on TensorFlow's compute threads, from the profiler's trace."""
+def op_times(logdir: Path) -> tuple[dict[str, float], float, int]:
+    """Seconds per kind of op on TensorFlow's compute threads, from the profiler's trace; with the
+    seconds inside the executor's own spans (ops and the executor's work between them) and the number
+    of ops run."""
     from tensorflow.tsl.profiler.protobuf import xplane_pb2
 
     trace = max(logdir.rglob("*.xplane.pb"), key=lambda p: p.stat().st_mtime)
     space = xplane_pb2.XSpace()
     space.ParseFromString(trace.read_bytes())
     totals: dict[str, float] = collections.defaultdict(float)
+    executor, ops = 0.0, 0
     for plane in space.planes:
         for line in plane.lines:
             if not line.name.startswith("tf_Compute"):
                 continue
             for event in line.events:
                 name = plane.event_metadata[event.metadata_id].name
-                if not name.startswith("ExecutorState"):  # the executor's own span wraps the ops
+                if name.startswith("ExecutorState"):  # the executor's own span wraps the ops
+                    executor += event.duration_ps / 1e12
+                elif ":" in name and "::" not in name:  # "scope/name:OpType"; not the profiler's markers
                     totals[kind(name)] += event.duration_ps / 1e12
-    return totals
+                    ops += 1
+    return totals, executor, ops
 
 
 def main() -> None:
@@ -104,13 +110,19 @@ def main() -> None:
     wall = time.perf_counter() - started
     tf.profiler.experimental.stop()
 
-    totals = op_times(logdir)
+    totals, executor, count = op_times(logdir)
     per_step = {name: seconds * 1000 / args.steps for name, seconds in totals.items()}
     ops = sum(per_step.values())
     print(
         f"TensorFlow {tf.__version__}, {keras.mixed_precision.dtype_policy().name}, {args.threads} thread(s), "
         f"batch {args.batch}, {args.steps} steps: {wall * 1000 / args.steps:.1f} ms a step "
         f"({args.batch * args.steps / wall:,.0f} images/s, profiler on), ops {ops:.1f} ms"
+    )
+    # What is neither an op nor the executor between ops: Keras' Python loop, callbacks, the function
+    # call and the input pipeline's hand-over.
+    print(
+        f"{count / args.steps:.0f} ops a step; inside the executor {executor * 1000 / args.steps:.1f} ms a step, "
+        f"outside it {(wall - executor) * 1000 / args.steps:.1f} ms"
     )
     print(f"{'ms/step':>8} {'share':>6}  kind of op")
     for name, ms in sorted(per_step.items(), key=lambda item: -item[1])[: args.top]:
