@@ -6,8 +6,8 @@ network, as one side-by-side worker trains it (one thread by default), summed by
 Builds, compiles and configures the network as `train` does for these settings (its precision, loss,
 optimizer and schedule, thread cap), feeds it random uint8 images through `resume.feed` as `train` does,
 runs one untimed epoch (tracing, oneDNN kernel set-up), then profiles one epoch of `--steps` steps
-and prints milliseconds per step for each kind of op, with the step's wall time beside them (the
-profiler itself adds a little). No data needed. See benchmarks/README.md.
+and prints milliseconds per step for each kind of op, with the step's wall time, the number of ops and
+the time outside the executor beside them (the profiler itself adds a little). No data needed. See benchmarks/README.md.
 """
 
 from __future__ import annotations
