@@ -512,24 +512,29 @@ def _run_backend(run: str | None) -> str:
 
 def _interrupted() -> None:
     typer.echo("interrupted: run the same command again to continue where it stopped", err=True)
-    sys.exit(130)
+    sys.exit(128 + interrupt_signal)  # 130 for Ctrl-C, 143 for a SIGTERM, as the shell reports them
 
 
-interrupt_requested = False  # set by on_interrupt: this process got a Ctrl-C
+interrupt_requested = False  # set by on_interrupt: this process got a Ctrl-C or a SIGTERM
+interrupt_signal = signal.SIGINT
 
 
 def on_interrupt(signum, frame) -> None:
     """Ctrl-C as Python does it (KeyboardInterrupt), remembered: when it lands inside TensorFlow's
     tracing, TensorFlow can turn it into another exception (a TypeError from a tensor conversion), and
-    that is still the user's Ctrl-C, not a bug."""
-    global interrupt_requested
-    interrupt_requested = True
+    that is still the user's Ctrl-C, not a bug. A SIGTERM (`kill`, `timeout`, a job scheduler, a
+    notebook stopping its kernel) goes the same way: unlike Ctrl-C in a terminal it reaches this
+    process alone, so only this process can stop the training workers it started."""
+    global interrupt_requested, interrupt_signal
+    interrupt_requested, interrupt_signal = True, signum
     raise KeyboardInterrupt
 
 
 def main() -> None:
     if signal.getsignal(signal.SIGINT) is signal.default_int_handler:  # not when SIGINT is ignored
         signal.signal(signal.SIGINT, on_interrupt)
+    if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
+        signal.signal(signal.SIGTERM, on_interrupt)
     try:
         # Not standalone: Typer then raises usage errors instead of printing a usage block, so they
         # become the same one `error:` line as every other failure.

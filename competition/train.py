@@ -253,7 +253,11 @@ def train_in_workers(run: Run, todo, workers, gpus, steps_per_epoch, progress) -
             with open(log_path, "ab") as log:
                 command = [sys.executable, "-m", "competition.worker", str(run_dir)]
                 command += [member_name(*m) for m in share]
-                proc = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT)
+                # stdin: a pipe this process holds open and never writes to; the worker stops when it
+                # closes, which is when this process ends, even by a SIGKILL (worker.stop_when_parent_goes).
+                proc = subprocess.Popen(
+                    command, env=env, stdin=subprocess.PIPE, stdout=log, stderr=subprocess.STDOUT
+                )
             procs.append((w, proc, log_path))
         progress.log(f"{len(todo)} members on {workers} workers; their logs are in {logs}")
         reported = set()
@@ -286,6 +290,7 @@ def train_in_workers(run: Run, todo, workers, gpus, steps_per_epoch, progress) -
         for _, proc, _ in procs:
             with contextlib.suppress(subprocess.TimeoutExpired):
                 proc.wait(timeout=30)
+            proc.stdin.close()
 
 
 def _train_member(run: Run, fold, seed_index, images, labels, test_images, folds, progress, label) -> dict:

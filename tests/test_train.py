@@ -206,6 +206,81 @@ def test_members_spread_over_worker_processes_give_the_same_run(tiny_data):
         np.testing.assert_array_equal(np.load(sequential / name), np.load(parallel / name))
 
 
+def test_a_worker_stops_when_its_parent_is_gone():
+    from competition import worker
+
+    code = "from competition import worker; worker.stop_when_parent_goes(); import time; time.sleep(60)"
+    proc = subprocess.Popen(
+        [sys.executable, "-c", code],
+        cwd=ROOT,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    time.sleep(1)
+    assert proc.poll() is None  # the parent is still there: the worker goes on
+    proc.stdin.close()  # what the OS does when the parent dies
+    assert proc.wait(timeout=30) == worker.ORPHANED
+    assert "is gone: stopping" in proc.stdout.read()
+
+
+def _processes_naming(text: str) -> list[int]:
+    """Processes whose command line contains `text` (Linux's /proc)."""
+    found = []
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            if text.encode() in cmdline.read_bytes():
+                found.append(int(cmdline.parent.name))
+        except OSError:
+            continue  # it ended while we looked
+    return found
+
+
+@pytest.mark.skipif(not Path("/proc/self/cmdline").exists(), reason="lists processes through /proc")
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL])
+def test_killing_train_stops_its_workers_and_the_run_continues(tiny_data, sig):
+    """`kill`, a scheduler's SIGTERM or a dead notebook reach the parent alone, unlike Ctrl-C in a
+    terminal: its workers must not train on without it, racing the rerun for the same files."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "TF_CPP_MIN_LOG_LEVEL": "3"}
+    args = ["train", "--folds", "2", "--seeds", "1", "--epochs", "4", "--batch-size", "32"]
+    args += ["--subset", "300", "--workers", "2", "--quiet"]
+    proc = start_cli(args, cwd=tiny_data, env=env)
+    deadline = time.time() + 180
+    histories = []
+    while time.time() < deadline and not histories:
+        histories = list((tiny_data / "ensembles").glob("*/members/*/history.csv"))
+        time.sleep(0.2)
+    run_dir = histories[0].parent.parent.parent
+    assert len(_processes_naming(str(run_dir))) == 2  # both workers are training
+    proc.send_signal(sig)
+    out, err = proc.communicate(timeout=120)
+    if sig == signal.SIGTERM:
+        assert proc.returncode == 143, out + err
+        assert err.strip().splitlines()[-1].startswith("interrupted: run the same command again"), err
+        assert "Traceback" not in out + err
+    deadline = time.time() + 30
+    while time.time() < deadline and _processes_naming(str(run_dir)):
+        time.sleep(0.2)
+    assert _processes_naming(str(run_dir)) == []
+    if sig == signal.SIGKILL:  # the workers saw their parent go and said so in their logs
+        for log in (run_dir / "logs").iterdir():
+            assert log.read_text().strip().splitlines()[-1].endswith("is gone: stopping")
+    assert not (run_dir / "metrics.json").exists()
+    rerun = subprocess.run(
+        [sys.executable, "-m", "competition", *args],
+        cwd=tiny_data,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert rerun.returncode == 0 and "Continuing the unfinished run" in rerun.stdout, (
+        rerun.stdout + rerun.stderr
+    )
+    assert (run_dir / "metrics.json").is_file()
+
+
 def test_a_failing_worker_stops_the_run_with_one_line(tiny_data, monkeypatch, tmp_path):
     fake_python = tmp_path / "python"
     fake_python.write_text("#!/bin/sh\necho 'something broke on the GPU'\nexit 3\n")
