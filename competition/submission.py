@@ -222,6 +222,9 @@ def _submission_limits(log):
     rules problems are real, though: the upload would fail the same way."""
     from competition import kaggle_api
 
+    # Signing in first, outside the warning: without a client (no or bad credentials) the upload fails
+    # the same way, and the user needs to read that once, as the error it is.
+    kaggle_api.client()
     try:
         return kaggle_api.submission_limits()
     except UserError as exc:

@@ -113,6 +113,17 @@ def test_submit_api_errors(workspace, tmp_path, kaggle, status, needle):
     assert_clean_failure(run_cli("submit", cwd=workspace, env=env), needle)
 
 
+def test_submit_without_credentials_says_so_once(workspace, tmp_path, kaggle):
+    env = fetched(workspace, tmp_path, kaggle)
+    (tmp_path / "home" / ".kaggle" / "kaggle.json").unlink()  # the fetch used it; now it is gone
+    write_submission(workspace, [1] * N_TEST)
+    result = run_cli("submit", cwd=workspace, env=env)
+    assert_clean_failure(result, "no Kaggle credentials")
+    # One line in all: no warning repeating it first (warnings go to stdout with the progress lines).
+    assert len(result.stderr.strip().splitlines()) == 1 and "credentials" not in result.stdout, result.output
+    assert "StartSubmissionUpload" not in kaggle.methods_called() and not kaggle.state.uploads
+
+
 def test_submit_without_a_file(workspace, tmp_path, kaggle):
     result = run_cli("submit", cwd=workspace, env=kaggle_env(tmp_path, kaggle.proxy))
     assert_clean_failure(result, "does not exist")
