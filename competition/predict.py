@@ -63,6 +63,13 @@ def predict(
         raise UserError(f"--weights must be one of {', '.join(WEIGHTS)}, not {weights!r}")
     found = Run.open(run)
     run_dir, settings, metrics = found.dir, found.settings, found.metrics
+    if run is None:  # the latest finished run; say so where a newer one is still unfinished
+        for newer in found.newer_unfinished():
+            try:
+                how = f"`{newer.train_command()}` completes it, then predict again"
+            except UserError as exc:  # its config.json is damaged: that says what to do instead
+                how = exc.message
+            log(f"note: {newer.dir.name}, started after this run, is unfinished; {how}")
     plain_oof, labels = found.oof()
     folds = found.array("folds.npy")
     plain_test = found.array("test_probs.npy")

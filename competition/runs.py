@@ -83,6 +83,18 @@ class Run:
             raise UserError(f"no trained run in {paths.ensembles_dir()}: run `kaggle-mnist train` first")
         return cls(runs[-1])
 
+    def newer_unfinished(self) -> list[Run]:
+        """Unfinished runs started after this one finished: what `latest` passes over, and the user may
+        think of as their latest run (an interrupted `train`, say)."""
+        finished = (self.dir / "metrics.json").stat().st_mtime
+        return [
+            Run(p)
+            for p in _run_folders()
+            if not (p / "metrics.json").is_file()
+            and (p / "config.json").is_file()
+            and (p / "config.json").stat().st_mtime > finished
+        ]
+
     @classmethod
     def matching(cls, identity: dict) -> Run | None:
         """The newest run (finished or not) trained with exactly these settings on exactly this data.

@@ -298,6 +298,22 @@ def test_predict_uses_the_backend_of_the_run_it_predicts_with(run_copy):
     assert f"Wrote {workspace / 'submissions'}" in result.stdout
 
 
+def test_predict_says_when_a_newer_run_is_unfinished(run_copy):
+    workspace, run_dir = run_copy
+    env = {"KAGGLE_MNIST_WORKSPACE": str(workspace)}
+    quiet = run_cli("predict", cwd=workspace, env=env)
+    assert quiet.returncode == 0 and "unfinished" not in quiet.output, quiet.output
+    newer = workspace / "ensembles" / "29991231-000000-bncnn-2x2"  # an interrupted `train` after it
+    newer.mkdir()
+    (newer / "config.json").write_text((run_dir / "config.json").read_text())
+    result = run_cli("predict", cwd=workspace, env=env)
+    assert result.returncode == 0, result.output
+    assert f"note: {newer.name}, started after this run, is unfinished; `kaggle-mnist train" in result.stdout
+    assert f"Wrote {workspace / 'submissions' / run_dir.name}.csv" in result.stdout
+    named = run_cli("predict", run_dir.name, cwd=workspace, env=env)  # asked for by name: no note
+    assert named.returncode == 0 and "unfinished" not in named.output, named.output
+
+
 def test_a_value_error_while_submitting_is_not_called_a_cut_download(monkeypatch, tmp_path):
     from competition import kaggle_api
 
