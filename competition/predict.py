@@ -64,12 +64,15 @@ def predict(
     found = Run.open(run)
     run_dir, settings, metrics = found.dir, found.settings, found.metrics
     if run is None:  # the latest finished run; say so where a newer one is still unfinished
-        for newer in found.newer_unfinished():
+        said = set()
+        for newer in sorted(found.newer_unfinished(), key=lambda r: r.dir.name, reverse=True):
             try:
                 how = f"`{newer.train_command()}` completes it, then predict again"
             except UserError as exc:  # its config.json is damaged: that says what to do instead
                 how = exc.message
-            log(f"note: {newer.dir.name}, started after this run, is unfinished; {how}")
+            if how not in said:  # the same command continues only the newest of runs alike
+                said.add(how)
+                log(f"note: {newer.dir.name}, started after this run, is unfinished; {how}")
     plain_oof, labels = found.oof()
     folds = found.array("folds.npy")
     plain_test = found.array("test_probs.npy")

@@ -303,12 +303,15 @@ def test_predict_says_when_a_newer_run_is_unfinished(run_copy):
     env = {"KAGGLE_MNIST_WORKSPACE": str(workspace)}
     quiet = run_cli("predict", cwd=workspace, env=env)
     assert quiet.returncode == 0 and "unfinished" not in quiet.output, quiet.output
-    newer = workspace / "ensembles" / "29991231-000000-bncnn-2x2"  # an interrupted `train` after it
-    newer.mkdir()
-    (newer / "config.json").write_text((run_dir / "config.json").read_text())
+    # Two interrupted `train --fresh` after it, alike: the command continues the newest, named alone.
+    for name in ("29991230-000000-bncnn-2x2", "29991231-000000-bncnn-2x2"):
+        newer = workspace / "ensembles" / name
+        newer.mkdir()
+        (newer / "config.json").write_text((run_dir / "config.json").read_text())
     result = run_cli("predict", cwd=workspace, env=env)
     assert result.returncode == 0, result.output
     assert f"note: {newer.name}, started after this run, is unfinished; `kaggle-mnist train" in result.stdout
+    assert result.stdout.count("note:") == 1, result.stdout
     assert f"Wrote {workspace / 'submissions' / run_dir.name}.csv" in result.stdout
     named = run_cli("predict", run_dir.name, cwd=workspace, env=env)  # asked for by name: no note
     assert named.returncode == 0 and "unfinished" not in named.output, named.output
