@@ -10,7 +10,9 @@ and the input's where a layer below needs it) in mixed bfloat16 at batch 64:
   and one (images x 9) @ (9 x 32) matrix product, instead of a convolution with one input channel;
 - the two 5x5 stride-2 convolutions (24x24x32 -> 12x12x32, 8x8x64 -> 4x4x64) as a 3x3 stride-1
   convolution over the space-to-depth of the padded input (a 6x6 kernel with its last row and column
-  zero, rearranged), so that oneDNN runs its stride-1 kernels in all three directions.
+  zero, rearranged), so that oneDNN runs its stride-1 kernels in all three directions;
+- the weight gradient of the 3x3 64 -> 64 convolution on 10x10 as a matrix product over its input's
+  nine shifted slices (forward and input gradient still oneDNN's), through `tf.custom_gradient`.
 
 Checks that each rewrite computes the same function, alternates the two ways `--repeat` times and prints
 the median and range of milliseconds per step. No data needed. See benchmarks/README.md.
@@ -57,6 +59,27 @@ def strided_layer(tf, size: int, channels: int):
     return (size, channels, channels, 5), conv, space_to_depth, True
 
 
+def weight_gradient_layer(tf):
+    """The 3x3 64 -> 64 convolution on 10x10: oneDNN's forward and input gradient, but its weight
+    gradient (the costliest kind of op in a step) as one (9 x 64 rows) @ (positions x 64) product over
+    the nine shifted slices of the input."""
+
+    def conv(x, w):
+        return tf.nn.conv2d(x, w, 1, "VALID")
+
+    @tf.custom_gradient
+    def matmul_weight_gradient(x, w):
+        def grad(upstream):
+            dx = tf.compat.v1.nn.conv2d_backprop_input(tf.shape(x), w, upstream, [1, 1, 1, 1], "VALID")
+            cols = tf.concat([x[:, i : i + 8, j : j + 8, :] for i in range(3) for j in range(3)], axis=-1)
+            dw = tf.matmul(tf.reshape(cols, (-1, 9 * 64)), tf.reshape(upstream, (-1, 64)), transpose_a=True)
+            return dx, tf.reshape(dw, (3, 3, 64, 64))
+
+        return conv(x, w), grad
+
+    return (10, 64, 64, 3), conv, matmul_weight_gradient, True
+
+
 def step_ms(tf, shape, forward, input_gradient: bool, repeat_steps: int) -> tuple[float, float]:
     """Milliseconds of one training step's share of the layer; the largest difference from `conv`."""
     size, in_channels, out_channels, k = shape
@@ -99,6 +122,7 @@ def main() -> None:
         "first conv, 3x3 1->32 on 28x28": first_layer(tf),
         "5x5 stride 2, 32->32 on 24x24": strided_layer(tf, 24, 32),
         "5x5 stride 2, 64->64 on 8x8": strided_layer(tf, 8, 64),
+        "3x3 64->64 on 10x10, weight grad": weight_gradient_layer(tf),
     }
     print(f"TensorFlow {tf.__version__}, {args.threads} thread(s), batch {BATCH}, mixed bfloat16")
     print(f"{'layer':<34} {'conv ms':>16} {'rewrite ms':>16} {'rewrite / conv':>15} {'max diff':>9}")
