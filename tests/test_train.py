@@ -206,6 +206,21 @@ def test_members_spread_over_worker_processes_give_the_same_run(tiny_data):
         np.testing.assert_array_equal(np.load(sequential / name), np.load(parallel / name))
 
 
+def rerun_continues(args: list[str], cwd: Path, env: dict[str, str]) -> None:
+    """The same `kaggle-mnist` command again, as the user is told to: it continues the run and ends."""
+    rerun = subprocess.run(
+        [sys.executable, "-m", "competition", *args],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert rerun.returncode == 0 and "Continuing the unfinished run" in rerun.stdout, (
+        rerun.stdout + rerun.stderr
+    )
+
+
 def test_a_worker_stops_when_its_parent_is_gone():
     from competition import worker
 
@@ -267,17 +282,7 @@ def test_killing_train_stops_its_workers_and_the_run_continues(tiny_data, sig):
         for log in (run_dir / "logs").iterdir():
             assert log.read_text().strip().splitlines()[-1].endswith("is gone: stopping")
     assert not (run_dir / "metrics.json").exists()
-    rerun = subprocess.run(
-        [sys.executable, "-m", "competition", *args],
-        cwd=tiny_data,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert rerun.returncode == 0 and "Continuing the unfinished run" in rerun.stdout, (
-        rerun.stdout + rerun.stderr
-    )
+    rerun_continues(args, tiny_data, env)
     assert (run_dir / "metrics.json").is_file()
 
 
@@ -473,17 +478,7 @@ def test_ctrl_c_says_how_to_continue(tiny_data):
     )
     assert err.count("interrupted:") == 1, err
     assert "Traceback" not in out + err
-    rerun = subprocess.run(
-        [sys.executable, "-m", "competition", *args],
-        cwd=tiny_data,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert rerun.returncode == 0 and "Continuing the unfinished run" in rerun.stdout, (
-        rerun.stdout + rerun.stderr
-    )
+    rerun_continues(args, tiny_data, env)
 
 
 def test_train_errors_are_one_line(workspace, tmp_path):
