@@ -16,7 +16,7 @@ from competition.errors import UserError
 ORPHANED = 143
 
 
-def stop_when_parent_goes(fd: int = 0) -> threading.Thread:
+def stop_when_parent_goes(fd: int = 0) -> None:
     """Stops this process as soon as file descriptor `fd` (the worker's stdin, a pipe whose only writer
     is the parent, which never writes to it) reaches end of file, which the OS makes happen when the
     parent dies however it dies: a SIGKILL, the out-of-memory killer, a notebook's kernel restarted. A
@@ -32,9 +32,7 @@ def stop_when_parent_goes(fd: int = 0) -> threading.Thread:
         print("the `kaggle-mnist train` that started this worker is gone: stopping", flush=True)
         os._exit(ORPHANED)
 
-    thread = threading.Thread(target=watch, name="parent-watch", daemon=True)
-    thread.start()
-    return thread
+    threading.Thread(target=watch, name="parent-watch", daemon=True).start()
 
 
 def main(argv: list[str]) -> int:

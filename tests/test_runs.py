@@ -241,10 +241,20 @@ def test_train_checks_the_free_space_before_training(workspace, tmp_path, monkey
 
 @pytest.fixture
 def sigint_restored():
-    """cli.main installs its Ctrl-C handler in this (pytest's) process: put pytest's back after."""
-    handler = signal.getsignal(signal.SIGINT)
+    """cli.main installs its Ctrl-C and SIGTERM handlers in this (pytest's) process: put pytest's back
+    after."""
+    handlers = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
     yield
-    signal.signal(signal.SIGINT, handler)
+    for sig, handler in handlers.items():
+        signal.signal(sig, handler)
+
+
+def assert_said_interrupted_once(exit_info, capsys) -> None:
+    assert exit_info.value.code == 130
+    assert (
+        capsys.readouterr().err.strip()
+        == "interrupted: run the same command again to continue where it stopped"
+    )
 
 
 def test_a_full_disk_is_one_line_not_a_bug(monkeypatch, capsys, sigint_restored):
@@ -331,15 +341,11 @@ def test_a_value_error_while_submitting_is_not_called_a_cut_download(monkeypatch
     assert info.value.message == "the kaggle client failed while submitting: Invalid value for `ref`"
 
 
-def test_an_interrupt_that_typer_turned_into_exit_code_130_is_said_once(monkeypatch, capsys):
+def test_an_interrupt_that_typer_turned_into_exit_code_130_is_said_once(monkeypatch, capsys, sigint_restored):
     monkeypatch.setattr(cli, "app", lambda **kwargs: 130)
     with pytest.raises(SystemExit) as exit_info:
         cli.main()
-    assert exit_info.value.code == 130
-    assert (
-        capsys.readouterr().err.strip()
-        == "interrupted: run the same command again to continue where it stopped"
-    )
+    assert_said_interrupted_once(exit_info, capsys)
 
 
 def test_an_interrupt_that_tensorflow_turned_into_another_error_is_still_an_interrupt(
@@ -356,8 +362,4 @@ def test_an_interrupt_that_tensorflow_turned_into_another_error_is_still_an_inte
     monkeypatch.setattr(cli, "interrupt_requested", False)
     with pytest.raises(SystemExit) as exit_info:
         cli.main()
-    assert exit_info.value.code == 130
-    assert (
-        capsys.readouterr().err.strip()
-        == "interrupted: run the same command again to continue where it stopped"
-    )
+    assert_said_interrupted_once(exit_info, capsys)
