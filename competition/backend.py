@@ -12,6 +12,7 @@ import sys
 import time
 
 from competition.errors import UserError
+from competition.versions import require as require_supported_versions
 
 BACKEND_MODULES = {"tensorflow": "tensorflow", "jax": "jax", "torch": "torch"}
 # What importing the backend and Keras took in this process: every worker process of a run pays it again.
@@ -36,6 +37,7 @@ def select(name: str) -> None:
             else f"pip install {module}"
         )
         raise UserError(f"the {name} backend needs {module}, which is not installed here: {extra}")
+    require_supported_versions(name)
     os.environ["KERAS_BACKEND"] = name
     # TensorFlow's C++ start-up chatter (CUDA probes, graph warnings) is not for users.
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")

@@ -11,7 +11,12 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from typer.exceptions import Abort, TyperException
+
+try:  # typer >= 0.25 carries its own copy of click, and its errors derive from TyperException
+    from typer.exceptions import Abort, TyperException
+except ModuleNotFoundError:  # typer <= 0.24 (Kaggle's image) raises click's own
+    from click.exceptions import Abort
+    from click.exceptions import ClickException as TyperException
 
 from competition.errors import UserError
 from competition.settings import Arch, Backend, Choice, Precision, Schedule, TrainSettings

@@ -67,10 +67,13 @@ def submit(file: Path, message: str, competition: str = COMPETITION) -> Any:
     return response
 
 
-def call(function: Callable[[], T], action: str, watched: bool = True) -> T:
+def call(
+    function: Callable[[], T], action: str, watched: bool = True, missing: tuple[str, str] | None = None
+) -> T:
     """Any client call, with this module's retries, stall watch (unless `watched` is off) and one-line
-    errors; `action` says what it was doing ("pushing the kernel")."""
-    return _with_retries((lambda: _watched(function)) if watched else function, action)
+    errors; `action` says what it was doing ("pushing the kernel"), and `missing` what a 404 means:
+    (the thing Kaggle did not find, what to do), when it is not the competition."""
+    return _with_retries((lambda: _watched(function)) if watched else function, action, missing)
 
 
 def submission_limits(competition: str = COMPETITION) -> Any | None:
@@ -176,7 +179,7 @@ def _require_credentials() -> None:
 # Retries, timeouts and error messages
 
 
-def _with_retries(call: Callable[[], T], action: str) -> T:
+def _with_retries(call: Callable[[], T], action: str, missing: tuple[str, str] | None = None) -> T:
     for attempt in range(1, ATTEMPTS + 1):
         try:
             return call()
@@ -187,7 +190,7 @@ def _with_retries(call: Callable[[], T], action: str) -> T:
             if attempt < ATTEMPTS and (status == 429 or (status is not None and status >= 500)):
                 time.sleep(_retry_after(exc) or BACKOFF_SECONDS * 2 ** (attempt - 1))
                 continue
-            error = _explain(exc, action, attempts=attempt)
+            error = _explain(exc, action, attempts=attempt, missing=missing)
             error.status = status  # callers may treat some statuses as advisory
             raise error from None
     raise AssertionError("unreachable")
@@ -236,7 +239,9 @@ def _retry_after(exc: BaseException) -> float | None:
         return None
 
 
-def _explain(exc: BaseException, action: str, attempts: int = 1) -> UserError:
+def _explain(
+    exc: BaseException, action: str, attempts: int = 1, missing: tuple[str, str] | None = None
+) -> UserError:
     import requests  # a dependency of kaggle, so present whenever we got here
 
     status = _status(exc)
@@ -251,6 +256,9 @@ def _explain(exc: BaseException, action: str, attempts: int = 1) -> UserError:
             f"Kaggle refused access (403) while {action}: accept the competition rules at {RULES_URL} "
             "with the same account, then run again"
         )
+    if status == 404 and missing is not None:
+        what, remedy = missing
+        return UserError(f"Kaggle found no {what}{_requested_file(exc)} (404) while {action}: {remedy}")
     if status == 404:
         return UserError(
             f"Kaggle found no competition '{COMPETITION}' (404) while {action}: check the name, "
@@ -289,6 +297,14 @@ def _explain(exc: BaseException, action: str, attempts: int = 1) -> UserError:
     if isinstance(exc, OSError):
         return UserError(f"a file could not be written while {action} ({_one_line(exc)})")
     return UserError(f"the kaggle client failed while {action}: {_one_line(exc)}")
+
+
+def _requested_file(exc: BaseException) -> str:
+    """ " (NAME)" for the file a failed download asked for, from the URL it asked (kaggle >= 2.2 raises
+    on a failed output download; older clients saved the error page in its place)."""
+    url = getattr(getattr(exc, "response", None), "url", None)
+    name = str(url or "").split("?")[0].rstrip("/").rsplit("/", 1)[-1]
+    return f" ({name})" if name else ""
 
 
 def _server_message(exc: BaseException) -> str:

@@ -87,6 +87,12 @@ source = tempfile.mkdtemp(prefix="kaggle-mnist-")
 zipfile.ZipFile(io.BytesIO(base64.b64decode(PACKAGE))).extractall(source)
 sys.path.insert(0, source)
 os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (source, os.environ.get("PYTHONPATH")) if p)
+from competition import errors, versions  # noqa: E402
+
+try:  # before anything is loaded or fetched: an image too old for us fails here, in one line
+    versions.require(SETTINGS["backend"])
+except errors.UserError as exc:
+    sys.exit("kaggle-mnist: this kernel image cannot run it: " + exc.message)
 from competition import kernels  # noqa: E402
 
 kernels.run_in_kernel(SETTINGS, MEMBERS)
@@ -264,7 +270,11 @@ def _follow(entry, root, record, key, poll, log, status_line) -> None:
             if kernel.get("state") == "COMPLETE":
                 states.append("COMPLETE")
                 continue
-            response = kaggle_api.call(lambda k=kernel: api.kernels_status(k["ref"]), "checking the kernel")
+            response = kaggle_api.call(
+                lambda k=kernel: api.kernels_status(k["ref"]),
+                "checking the kernel",
+                missing=(f"kernel {kernel['ref']}", "it may have been deleted; see " + _url(kernel["ref"])),
+            )
             state = str(getattr(response, "status", "")).split(".")[-1].upper()
             if state in ("QUEUED", "RUNNING"):
                 if not kernel["seen_running"]:
@@ -316,7 +326,14 @@ def _log_lines(api, ref: str) -> list[str]:
     is taken as it is."""
     if not hasattr(api, "kernels_logs"):  # kaggle < 2.1 has no log call; the status line goes without
         return []
-    raw = kaggle_api.call(lambda: api.kernels_logs(ref), "reading the kernel log") or ""
+    raw = (
+        kaggle_api.call(
+            lambda: api.kernels_logs(ref),
+            "reading the kernel log",
+            missing=(f"log of kernel {ref}", f"see {_url(ref)}"),
+        )
+        or ""
+    )
     try:
         entries = json.loads(raw)
         text = "".join(str(e.get("data", "")) for e in entries if isinstance(e, dict))
@@ -344,6 +361,10 @@ def _bring_home(entry, identity, dataset, root: Path, key: str, log: Log) -> Run
                 ),
                 "downloading the kernel's output",
                 watched=False,
+                missing=(
+                    f"output of kernel {kernel['ref']}",
+                    f"run the same command again to download it again, or see {_url(kernel['ref'])}",
+                ),
             )
             runs.append(_unpack(folder, kernel["ref"]))
         run = _merge(runs, staging / "run", identity, dataset)

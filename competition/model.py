@@ -6,6 +6,7 @@ KERAS_BACKEND once, on first import.
 
 from __future__ import annotations
 
+import inspect
 import math
 from collections.abc import Callable
 
@@ -14,6 +15,9 @@ from keras import layers
 
 NUM_CLASSES = 10
 INPUT_SHAPE = (28, 28, 1)
+
+
+_HAS_RENORM = "renorm" in inspect.signature(layers.BatchNormalization.__init__).parameters
 
 
 @keras.saving.register_keras_serializable(package="kaggle_mnist")
@@ -27,10 +31,18 @@ class BatchNorm(layers.BatchNormalization):
     rule, same saved weights; other backends use Keras' own (XLA fuses it there).
     """
 
+    def __init__(self, **kwargs):
+        # Batch renormalisation came in Keras 3.14. Without it (Kaggle's image has 3.13), a saved layer
+        # that does not use it still loads: its config names the off switch, which that Keras refuses.
+        if not _HAS_RENORM and not kwargs.get("renorm"):
+            for key in ("renorm", "renorm_clipping", "renorm_momentum"):
+                kwargs.pop(key, None)
+        super().__init__(**kwargs)
+
     def call(self, inputs, training=None, mask=None):
         if keras.backend.backend() != "tensorflow" or mask is not None or len(inputs.shape) != 4:
             return super().call(inputs, training=training, mask=mask)
-        if self.axis not in (-1, 3) or not (self.scale and self.center) or self.renorm:
+        if self.axis not in (-1, 3) or not (self.scale and self.center) or getattr(self, "renorm", False):
             return super().call(inputs, training=training, mask=mask)
         import tensorflow as tf
 

@@ -8,11 +8,8 @@ import math
 from dataclasses import dataclass
 
 
-class Choice(str, enum.Enum):
+class Choice(enum.StrEnum):
     """A fixed choice: Typer lists the values in --help and refuses others before anything is loaded."""
-
-    def __str__(self) -> str:
-        return self.value
 
 
 Arch = Choice("Arch", {name: name for name in ("bncnn", "lenet", "mlp")})

@@ -162,3 +162,15 @@ def test_a_saved_model_loads_with_its_layers(tmp_path):
         type(layer).__module__ for layer in again.layers if type(layer).__name__ in ("Conv2D", "Dropout")
     } == {"competition.model"}
     np.testing.assert_allclose(again.predict(images, verbose=0), before, atol=1e-6)
+
+
+def test_batch_norm_configs_load_on_every_supported_keras():
+    """A member saved by Keras 3.14+ names renorm's off switch in its config; Keras 3.13 (Kaggle's
+    image) has no such argument. Either way the layer is built, and it fuses as before."""
+    saved_by_newer = {"momentum": 0.9, "renorm": False, "renorm_clipping": None, "renorm_momentum": 0.99}
+    saved_by_older = {"momentum": 0.9}
+    for config in (saved_by_newer, saved_by_older):
+        layer = BatchNorm.from_config({**BatchNorm(momentum=0.9).get_config(), **config})
+        x = np.ones((2, 3, 3, 4), dtype=np.float32)
+        assert keras.ops.convert_to_numpy(layer(x, training=True)).shape == x.shape
+        assert not getattr(layer, "renorm", False)
