@@ -78,6 +78,15 @@ BackendOption = Annotated[Backend, typer.Option(help="Keras backend.")]
 SubsetOption = Annotated[
     int, typer.Option(help="Train on the first N rows only, for a quick look (0 = all).")
 ]
+HoldoutOption = Annotated[
+    int,
+    typer.Option(
+        help="Keep N labelled rows of train.csv (a stratified draw) out of all training and every choice, "
+        "and predict them instead of test.csv: the submission's predictor scored on known labels, with "
+        "its standard error. For measuring a recipe; such a run has nothing to submit (0 = off)."
+    ),
+]
+HoldoutSeedOption = Annotated[int, typer.Option(help="Which rows --holdout draws.")]
 PrecisionOption = Annotated[
     Precision,
     typer.Option(
@@ -205,6 +214,8 @@ def train(
         bool, typer.Option(help="Random rotation, zoom and shift while training.")
     ] = DEFAULTS.augment,
     subset: SubsetOption = DEFAULTS.subset,
+    holdout: HoldoutOption = DEFAULTS.holdout,
+    holdout_seed: HoldoutSeedOption = DEFAULTS.holdout_seed,
     seed: Annotated[int, typer.Option(help="Base seed of every member.")] = DEFAULTS.seed,
     backend: BackendOption = DEFAULTS.backend,
     precision: PrecisionOption = DEFAULTS.precision,
@@ -249,6 +260,8 @@ def train(
         early_stopping=early_stopping,
         augment=augment,
         subset=subset,
+        holdout=holdout,
+        holdout_seed=holdout_seed,
         seed=seed,
         backend=backend,
         precision=precision,
@@ -448,6 +461,8 @@ def run_all(
     batch_size: BatchSizeOption = DEFAULTS.batch_size,
     arch: ArchOption = DEFAULTS.arch,
     subset: SubsetOption = DEFAULTS.subset,
+    holdout: HoldoutOption = DEFAULTS.holdout,
+    holdout_seed: HoldoutSeedOption = DEFAULTS.holdout_seed,
     backend: BackendOption = DEFAULTS.backend,
     precision: PrecisionOption = DEFAULTS.precision,
     source: Annotated[
@@ -476,9 +491,16 @@ def run_all(
         epochs=epochs,
         batch_size=batch_size,
         subset=subset,
+        holdout=holdout,
+        holdout_seed=holdout_seed,
         backend=backend,
         precision=precision,
     )
+    if holdout and do_submit:
+        raise UserError(
+            "--holdout predicts held-out rows of train.csv, not test.csv, so there is nothing to submit: "
+            "drop --submit (or --holdout)"
+        )
     data.fetch(source=source, log=typer.echo)
     if on == Where.kaggle:
         run_dir = _train_on_kaggle(settings, accelerator, kernels, quiet)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 
@@ -16,6 +18,17 @@ def average(probabilities: list[np.ndarray] | np.ndarray, weights: np.ndarray | 
 
 def accuracy(probabilities: np.ndarray, labels: np.ndarray) -> float:
     return float(np.mean(np.argmax(probabilities, axis=1) == labels))
+
+
+def standard_error(accuracy: float, rows: int) -> float:
+    """One standard error of an accuracy measured on `rows` independent rows (binomial)."""
+    return math.sqrt(accuracy * (1.0 - accuracy) / rows)
+
+
+def scored(probabilities: np.ndarray, labels: np.ndarray) -> dict:
+    """Accuracy on labelled rows with its standard error, as recorded in metrics.json."""
+    value = accuracy(probabilities, labels)
+    return {"rows": int(len(labels)), "accuracy": value, "standard_error": standard_error(value, len(labels))}
 
 
 def out_of_fold(member_oof: list[tuple[np.ndarray, np.ndarray]], num_rows: int, num_classes: int = 10):
@@ -87,4 +100,13 @@ def cv_caveat(folds: int, seeds: int) -> str:
     return (
         f"each training row is predicted by {per_row}, each test row by all {folds * seeds}: "
         "expect the submission to score a little above this CV"
+    )
+
+
+def holdout_line(score: dict, predictor: str) -> str:
+    """How a --holdout run's predictor scored on its held-out rows (`score` as `scored` gives it)."""
+    return (
+        f"Holdout: {predictor} scores {score['accuracy']:.3%} +/- {score['standard_error']:.3%} (one "
+        f"standard error) on {score['rows']:,} labelled rows of train.csv that nothing trained or chose "
+        f"on (holdout seed {score['seed']})"
     )

@@ -440,8 +440,9 @@ def _merge(runs: list[Run], target: Path, identity: dict, dataset: data.Dataset)
         )
     if len(runs) > 1 or not merged.finished:
         (target / "metrics.json").unlink(missing_ok=True)
-        _, labels = merged.rows(dataset.train_images, dataset.train_labels)
-        merged.score(labels, merged.array("folds.npy"), {"wall_seconds": None, "trained_on": "kaggle"})
+        rows = merged.rows(dataset)
+        wall = {"wall_seconds": None, "trained_on": "kaggle"}
+        merged.score(rows.labels, merged.array("folds.npy"), wall, rows.held_labels)
     else:
         try:
             for name in ("oof_probs.npy", "oof_labels.npy", "test_probs.npy", "folds.npy"):

@@ -13,7 +13,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from competition import data, ensemble, storage, submission
+from competition import data, ensemble, paths, storage, submission
 from competition.errors import UserError
 from competition.runs import Run
 
@@ -111,23 +111,41 @@ def predict(
             note = f"TTA chosen by too few folds ({choice}) or no better out of fold; kept the plain mean"
         else:
             note = "TTA did not beat the plain mean out of fold; kept the plain mean"
-    path = submission.write(test, run_dir.name, name)
     result = {
         "run_id": run_dir.name,
-        "file": str(path),
+        "file": None,
         "oof_accuracy": ensemble.accuracy(oof, labels),
         "plain_mean_accuracy": plain_accuracy,
         "members": len(metrics["members"]),
         "changed_vs_mean": submission.changed_predictions(test, plain_test),
         "blend": note,
     }
+    summary = (
+        f"{result['members']} members, {note}; out-of-fold accuracy {result['oof_accuracy']:.4%} (plain "
+        f"mean {plain_accuracy:.4%}); {result['changed_vs_mean']} test predictions differ from the plain mean"
+    )
+    if settings.holdout:
+        # Its "test set" is rows of train.csv: scored here, never written as a submission. The record
+        # names the rows it got wrong, so two recipes can be compared row by row on the same rows.
+        rows = found.rows(data.load())
+        wrong = rows.held_rows[np.argmax(test, axis=1) != rows.held_labels]
+        result["holdout"] = ensemble.scored(test, rows.held_labels) | {
+            "seed": settings.holdout_seed,
+            "wrong_rows": [int(r) for r in wrong],
+        }
+        path = paths.submissions_dir() / f"{name}.holdout.json"
+        result["file"] = str(path)
+        storage.write_json(path, result)
+        log(f"Holdout run {run_dir.name}: {summary}; wrote {path}.")
+        log(ensemble.holdout_line(result["holdout"], "this submission's predictor"))
+        return result
+    path = submission.write(test, run_dir.name, name)
+    result["file"] = str(path)
     # Beside the CSV, so `submit` records this blend's out-of-fold accuracy in the ledger.
     storage.write_json(path.with_suffix(".json"), result)
     log(
-        f"Wrote {path} and submission.csv: {result['members']} members, {note}; out-of-fold accuracy "
-        f"{result['oof_accuracy']:.4%} (plain mean {plain_accuracy:.4%}); "
-        f"{result['changed_vs_mean']} test predictions differ from the plain mean. About the out-of-fold "
-        f"accuracy: {ensemble.cv_caveat(settings.folds, settings.seeds)}"
+        f"Wrote {path} and submission.csv: {summary}. About the out-of-fold accuracy: "
+        f"{ensemble.cv_caveat(settings.folds, settings.seeds)}"
     )
     return result
 
@@ -136,20 +154,21 @@ def member_components(run: Run, tta: bool, log) -> dict[str, tuple[np.ndarray, n
     """The blendable parts of a run: per seed index, the out-of-fold and test probabilities of its
     members over all folds ("s0", "s1", ...), and with `tta` the same under test-time shifts ("s0-tta").
     Each covers every training row once, so each is a complete out-of-fold prediction."""
-    dataset = data.load() if tta else None
-    images = run.rows(dataset.train_images) if tta else None
+    rows = run.rows(data.load()) if tta else None
     parts: dict[str, tuple[list, list]] = {}
     # Every member's files checked before the first slow TTA pass, so a damaged one fails at once.
     saved = {member: run.member_predictions(*member) for member in run.members}
-    for (fold, seed_index), (rows, probs, test) in saved.items():
+    for (fold, seed_index), (oof_rows, probs, test) in saved.items():
         views = {f"s{seed_index}": (probs, test)}
         if tta:
             model_path = run.member_file(fold, seed_index, "model.keras")
-            views[f"s{seed_index}-tta"] = _tta(model_path, images[rows], dataset.test_images, probs, test)
+            views[f"s{seed_index}-tta"] = _tta(
+                model_path, rows.images[oof_rows], rows.test_images, probs, test
+            )
             log(f"TTA: member {model_path.parent.name} done")
         for name, (oof_probs, test_probs) in views.items():
             oof_parts, tests = parts.setdefault(name, ([], []))
-            oof_parts.append((rows, oof_probs))
+            oof_parts.append((oof_rows, oof_probs))
             tests.append(test_probs)
     num_rows = len(run.array("folds.npy"))
     return {

@@ -26,7 +26,7 @@ def report(run: str | None = None) -> list[Path]:
     found = Run.open(run)
     run_dir, settings, metrics = found.dir, found.settings, found.metrics
     probs, labels = found.oof()
-    images = found.rows(data.load().train_images)
+    images = found.rows(data.load()).images
     result = evaluate.scores(probs, labels)
     folder = run_dir / "report"
     folder.mkdir(exist_ok=True)
@@ -107,7 +107,7 @@ def learning_curves_figure(run_dir: Path, members: list[dict]) -> Figure:
     figure = Figure(figsize=(13, 4.2), layout="constrained")
     loss_ax, acc_ax, lr_ax = figure.subplots(1, 3)
     colors = [f"C{i % 10}" for i in range(len(members))]
-    lowest, last_epoch = 1.0, 1
+    lowest, last_epoch, any_rate = 1.0, 1, False
     for member, color in zip(members, colors, strict=True):
         history = Run.history(run_dir / "members" / member["name"])
         if not history:
@@ -125,14 +125,17 @@ def learning_curves_figure(run_dir: Path, members: list[dict]) -> Figure:
             acc_ax.plot(epochs, [h["val_accuracy"] for h in history], "-", **style)
         else:  # the fold is still scored once, after the last epoch
             acc_ax.plot([epochs[-1]], [member["val_accuracy"]], "*", color=color, markersize=8)
-        lr_ax.plot(epochs, [h.get("learning_rate", np.nan) for h in history], "-", **style)
+        rates = [h.get("learning_rate", np.nan) for h in history]
+        lr_ax.plot(epochs, rates, "-", **style)
+        any_rate = any_rate or any(r > 0 for r in rates)
         # Zoom on where the curves end up: the first epochs' low accuracy would flatten the rest.
         late = history[len(history) // 3 :]
         scores = [h["accuracy"] for h in late] + ([h["val_accuracy"] for h in late] if validated else [])
         lowest = min(lowest, member["val_accuracy"], *scores)
     loss_ax.set(title="Loss", xlabel="epoch", yscale="log")
     acc_ax.set(title="Accuracy", xlabel="epoch", ylim=(max(0.0, lowest - 0.01), 1.0))
-    lr_ax.set(title="Learning rate", xlabel="epoch", yscale="log")
+    # The cosine schedule ends at zero, which a log scale drops; a one-epoch run has nothing else.
+    lr_ax.set(title="Learning rate", xlabel="epoch", yscale="log" if any_rate else "linear")
     for ax in (loss_ax, acc_ax, lr_ax):
         ax.grid(alpha=0.3)
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))

@@ -159,9 +159,9 @@ class Run:
         options = self.settings.cli_options(gpu, backend.cpu_bfloat16())
         return "kaggle-mnist train" + "".join(f" {option}" for option in options)
 
-    def rows(self, images: np.ndarray, labels: np.ndarray | None = None):
-        """The rows of the full training arrays that the run was trained on."""
-        return training_rows(self.settings, images, labels)
+    def rows(self, dataset) -> RunRows:
+        """The rows of the competition data (`data.Dataset`) that the run trains on and predicts."""
+        return run_rows(self.settings, dataset)
 
     # ------------------------------------------------------------------------------------------
     # Members
@@ -251,9 +251,12 @@ class Run:
         """The ensemble's out-of-fold probabilities and the true labels."""
         return self.array("oof_probs.npy"), self.array("oof_labels.npy")
 
-    def score(self, labels: np.ndarray, folds: np.ndarray, wall: dict) -> dict:
-        """Scores the run from its members' verified predictions (`labels`, `folds`: the run's rows);
-        metrics.json, written last with the checksums of the run's arrays, marks it finished."""
+    def score(
+        self, labels: np.ndarray, folds: np.ndarray, wall: dict, held_labels: np.ndarray | None = None
+    ) -> dict:
+        """Scores the run from its members' verified predictions (`labels`, `folds`: the run's rows;
+        `held_labels`: a --holdout run's, for its test predictions); metrics.json, written last with the
+        checksums of the run's arrays, marks it finished."""
         settings, run_dir, run = self.settings, self.dir, self
         members, oof_parts, tests = [], [], []
         for member in settings.members:
@@ -287,6 +290,10 @@ class Run:
             else None,
             "files": checksums(run_dir, RUN_ARRAYS),
         }
+        if held_labels is not None:
+            # The plain mean of all members on rows nothing trained or chose on: what the submission of
+            # this recipe scores (`predict` reports its own blend's figure).
+            metrics["holdout"] = ensemble.scored(test_probs, held_labels) | {"seed": settings.holdout_seed}
         storage.write_json(run_dir / "metrics.json", metrics)
         self.__dict__["metrics"] = metrics  # the cached copy, if one was read before
         return metrics
@@ -299,17 +306,54 @@ class Run:
         return f"run `{command}` to repair the run (it retrains or rescores only what is damaged)"
 
 
-def training_rows(settings: TrainSettings, images: np.ndarray, labels: np.ndarray | None = None):
-    """The first --subset rows (all with 0): the one place a run's rows are cut from the full data."""
+@dataclass(frozen=True)
+class RunRows:
+    """What a run trains on and predicts: its training rows (validated fold by fold), and the images
+    its members predict as the test set: test.csv's, or in a --holdout run the held-out rows, whose
+    labels only scoring reads."""
+
+    images: np.ndarray
+    labels: np.ndarray
+    test_images: np.ndarray
+    held_labels: np.ndarray | None = None
+    held_rows: np.ndarray | None = None  # their row numbers in train.csv
+
+
+def run_rows(settings: TrainSettings, dataset) -> RunRows:
+    """The one place a run's rows are cut from the competition data (`data.Dataset`): the --holdout
+    rows out first, then the first --subset of the rest (all with 0)."""
+    images, labels = dataset.train_images, dataset.train_labels
+    test_images, held_labels, held = dataset.test_images, None, None
+    if settings.holdout:
+        kept, held = holdout_split(labels, settings.holdout, settings.holdout_seed)
+        test_images, held_labels = images[held], labels[held]
+        images, labels = images[kept], labels[kept]
     available = len(images)
     if settings.subset > available:
         # config.json would say N rows while fewer were trained on.
         raise UserError(
-            f"--subset {settings.subset:,} is more than train.csv's {available:,} rows: "
-            "use a smaller --subset, or 0 for all rows"
+            f"--subset {settings.subset:,} is more than the {available:,} training rows"
+            f"{' left after --holdout' if settings.holdout else ''}: use a smaller --subset, or 0 for all rows"
         )
     keep = slice(settings.subset or None)
-    return images[keep] if labels is None else (images[keep], labels[keep])
+    return RunRows(images[keep], labels[keep], test_images, held_labels, held)
+
+
+def holdout_split(labels: np.ndarray, size: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """(kept rows, held-out rows), each sorted: a stratified draw of `size` rows, the same for the same
+    labels, size and seed, so two recipes measured with one seed are scored on the same rows."""
+    from sklearn.model_selection import train_test_split
+
+    classes = len(np.unique(labels))
+    if not classes <= size <= len(labels) - classes:
+        raise UserError(
+            f"--holdout {size:,} must leave at least one row of every digit on each side of the split "
+            f"of {len(labels):,} rows: use between {classes} and {len(labels) - classes:,}"
+        )
+    kept, held = train_test_split(
+        np.arange(len(labels)), test_size=size, stratify=labels, random_state=seed, shuffle=True
+    )
+    return np.sort(kept), np.sort(held)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -372,4 +416,14 @@ def _number(value: str):
         return value
 
 
-__all__ = ["Run", "DamagedFile", "read_json", "verify", "checksums", "member_name", "training_rows"]
+__all__ = [
+    "Run",
+    "DamagedFile",
+    "read_json",
+    "verify",
+    "checksums",
+    "member_name",
+    "RunRows",
+    "run_rows",
+    "holdout_split",
+]

@@ -65,6 +65,12 @@ class TrainSettings:
     split_seed: int = 42  # fixes the folds; the same for every member so OOF rows never overlap
     seed: int = 0  # base of every member's seed
     subset: int = 0  # train on the first N rows only (0 = all), for quick looks
+    # Labelled rows of train.csv kept out of all training and every choice, and predicted in place of
+    # test.csv: the submission's own predictor scored on known labels (`--holdout N`), the measure for
+    # any decision about the submission (CV is scored by fewer members, and chose the recipe). A
+    # stratified draw of N rows seeded by holdout_seed, made before --subset; 0 = off, a real run.
+    holdout: int = 0
+    holdout_seed: int = 0
     backend: str = "tensorflow"  # Keras backend; Kaggle notebooks ship TensorFlow
     # auto: mixed float16 on a GPU; mixed bfloat16 on a CPU that computes it natively (AVX512_BF16 or AMX:
     # 1.2x faster in levers.py, same accuracy at equal epochs, benchmarks/README.md); float32 elsewhere.
@@ -105,6 +111,8 @@ class TrainSettings:
             problems.append("--early-stopping must be 0 (off) or a positive number of epochs")
         if self.subset < 0:
             problems.append("--subset must be 0 (all rows) or a positive number of rows")
+        if self.holdout < 0:
+            problems.append("--holdout must be 0 (off) or a positive number of rows")
         for name, value, allowed in (
             ("arch", self.arch, ARCHS),
             ("backend", self.backend, BACKENDS),
@@ -213,6 +221,8 @@ CLI_FLAGS = {
     "early_stopping": "--early-stopping",
     "augment": "--augment/--no-augment",
     "subset": "--subset",
+    "holdout": "--holdout",
+    "holdout_seed": "--holdout-seed",
     "seed": "--seed",
     "backend": "--backend",
     "precision": "--precision",

@@ -37,9 +37,10 @@ from competition.runs import (
     RUN_ARRAYS,
     DamagedFile,
     Run,
+    RunRows,
     checksums,
     member_name,
-    training_rows,
+    run_rows,
     verify,
 )
 from competition.settings import TrainSettings
@@ -76,7 +77,8 @@ def train(
     worker_start = backend.import_seconds + time.perf_counter() - started
     gpus = backend.gpus()
     settings = settings.resolved(gpu=bool(gpus), cpu_bfloat16=backend.cpu_bfloat16())
-    images, labels = training_rows(settings, dataset.train_images, dataset.train_labels)
+    rows = run_rows(settings, dataset)
+    labels = rows.labels
     _check_enough_rows(labels, settings.folds)
     if not gpus and not settings.cpu_threads:
         # From the whole run, not what is left of it, so a resumed run keeps its thread count.
@@ -109,14 +111,11 @@ def train(
                 _check_free_space(root, len(settings.members))  # before the run folder exists
                 run = Run(_new_run(settings, identity, gpus, labels))
             held.enter_context(locks.hold(run.dir / ".lock", f"run {run.dir}"))
-        return _train_run(
-            run, new, labels, images, dataset, gpus, workers, only, quiet, started, worker_start
-        )
+        return _train_run(run, new, rows, gpus, workers, only, quiet, started, worker_start)
 
 
-def _train_run(
-    run: Run, new, labels, images, dataset, gpus, workers, only, quiet, started, worker_start
-) -> Path:
+def _train_run(run: Run, new, rows: RunRows, gpus, workers, only, quiet, started, worker_start) -> Path:
+    images, labels = rows.images, rows.labels
     run_dir, settings = run.dir, run.settings
     was_finished = run.finished
     damaged = _repair(run, labels)
@@ -145,9 +144,7 @@ def _train_run(
     estimate = expected = None  # expected: training from here, the bar's ETA until steps are counted
     if todo and not gpus:
         start = worker_start if workers > 1 else 0.0
-        expected = _warn_cpu_time(
-            settings, len(todo), images, folds, len(dataset.test_images), workers, start
-        )
+        expected = _warn_cpu_time(settings, len(todo), images, folds, len(rows.test_images), workers, start)
         if expected is not None:
             # The whole command, as `wall_seconds` counts it.
             estimate = expected + time.perf_counter() - started
@@ -157,7 +154,7 @@ def _train_run(
         if workers > 1:
             train_in_workers(run, todo, workers, gpus, steps_per_epoch, progress)
         else:
-            _train_members(run, todo, images, labels, dataset.test_images, folds, progress)
+            _train_members(run, todo, images, labels, rows.test_images, folds, progress)
     missing = [m for m in settings.members if not run.member_done(*m)]
     if missing:
         console.print(
@@ -173,12 +170,16 @@ def _train_run(
         "estimated_seconds": estimate,  # what the CPU estimate said before training, if it ran
         "workers": workers,
     }
-    metrics = run.score(labels, folds, wall)
+    metrics = run.score(labels, folds, wall, rows.held_labels)
     console.print(results_table(metrics["members"], metrics["fold_accuracy"], metrics["cv_accuracy"]))
     console.print(
         f"CV accuracy {metrics['cv_accuracy']:.4%} over {len(labels):,} rows; trained in "
         f"{_duration(wall['wall_seconds'])}{'' if whole else ' (this session)'}; run saved in {run_dir}"
     )
+    if "holdout" in metrics:
+        console.print(
+            ensemble.holdout_line(metrics["holdout"], f"the mean of all {len(settings.members)} members")
+        )
     console.print(f"[dim]About the CV: {metrics['cv_caveat']}.[/dim]")
     return run_dir
 
@@ -191,11 +192,11 @@ def work(run_dir: Path, names: list[str]) -> None:
     if dataset.arrays_sha256 != run.config.get("arrays_sha256"):
         raise UserError(f"the data changed since {run.id} started: run `{run.train_command()}` again")
     _configure_device(run.settings, backend.gpus())
-    images, labels = run.rows(dataset.train_images, dataset.train_labels)
+    rows = run.rows(dataset)
     members = [m for m in run.members if member_name(*m) in names]
     folds = run.array("folds.npy")
     with RunProgress(0, quiet=True) as progress:
-        _train_members(run, members, images, labels, dataset.test_images, folds, progress)
+        _train_members(run, members, rows.images, rows.labels, rows.test_images, folds, progress)
 
 
 # ----------------------------------------------------------------------------------------------

@@ -1,0 +1,167 @@
+"""The submission's own accuracy: a recipe run end to end on train.csv less a held-out set of labelled
+rows, its submission's predictor scored on those rows (`kaggle-mnist run --holdout N`).
+
+    python benchmarks/holdout.py --holdout 8400 --holdout-seeds 0 1 --name default
+    python benchmarks/holdout.py --holdout 8400 --holdout-seeds 0 1 --name tta -- --tta
+    python benchmarks/holdout.py --compare default tta
+
+Everything after `--` is passed to `kaggle-mnist run` as it is (a recipe's options). Each (recipe,
+holdout seed) is one run in a workspace of its own under --workdir, which keeps the runs, so an
+interrupted benchmark continues where it stopped (the same command again). Appends one JSON line per
+run to benchmarks/holdout.jsonl: commit, command, device, the CV, the held-out accuracy with its
+standard error, the training work (images), the wall time, and the held-out rows it got wrong (row
+numbers of train.csv), so `--compare` can pair two recipes row by row on the same held-out rows: the
+difference of two recipes on the same rows is far less noisy than either accuracy.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shlex
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+DEFAULT_DATA = ROOT.parent / "shared" / "data" / "digit-recognizer.zip"
+LOG = HERE / "holdout.jsonl"
+
+
+def device() -> str:
+    model = platform.processor() or "unknown CPU"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return f"{model}, {len(os.sched_getaffinity(0))} cores"
+
+
+def commit() -> str:
+    out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, cwd=ROOT)
+    dirty = subprocess.run(
+        ["git", "status", "--porcelain", "competition"], capture_output=True, text=True, cwd=ROOT
+    )
+    return out.stdout.strip() + ("+changes" if dirty.stdout.strip() else "")
+
+
+def measure(name: str, holdout: int, seed: int, options: list[str], workdir: Path, data: Path) -> dict:
+    """One recipe on one holdout seed: `kaggle-mnist run` in its own workspace; the run's figures."""
+    workspace = workdir / f"{name}-h{holdout}-s{seed}"
+    workspace.mkdir(parents=True, exist_ok=True)
+    command = ["run", "--holdout", str(holdout), "--holdout-seed", str(seed), "--from", str(data), "--quiet"]
+    command += options
+    started = time.perf_counter()
+    result = subprocess.run(
+        [sys.executable, "-m", "competition", *command],
+        cwd=workspace,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        capture_output=True,
+        text=True,
+    )
+    seconds = time.perf_counter() - started
+    if result.returncode != 0:
+        raise SystemExit(
+            f"kaggle-mnist {shlex.join(command)} failed:\n{result.stdout[-2000:]}{result.stderr}"
+        )
+    line = next(x for x in result.stdout.splitlines()[::-1] if "this submission's predictor scores" in x)
+    runs = sorted((workspace / "ensembles").glob("*/metrics.json"), key=lambda p: p.stat().st_mtime)
+    run_dir = runs[-1].parent
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    config = json.loads((run_dir / "config.json").read_text())["settings"]
+    predicted = json.loads(
+        max((workspace / "submissions").glob("*.holdout.json"), key=lambda p: p.stat().st_mtime).read_text()
+    )
+    accuracy = predicted["holdout"]["accuracy"]
+    return {
+        "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "commit": commit(),
+        "command": "kaggle-mnist " + shlex.join(command),
+        "device": device(),
+        "recipe": name,
+        "holdout": holdout,
+        "holdout_seed": seed,
+        "members": len(metrics["members"]),
+        "epochs": config["epochs"],
+        "images_trained": int(sum(m["train_rows"] * m["epochs_run"] for m in metrics["members"])),
+        "cv_accuracy": metrics["cv_accuracy"],
+        "mean_member_accuracy": metrics["mean_member_accuracy"],
+        "holdout_accuracy": accuracy,
+        "holdout_standard_error": predicted["holdout"]["standard_error"],
+        "plain_mean_holdout_accuracy": metrics["holdout"]["accuracy"],
+        "predictor": predicted["blend"],
+        "wall_seconds": round(seconds, 1),
+        "printed": line.strip(),
+        # Row numbers of train.csv that the predictor got wrong, for paired comparisons.
+        "wrong_rows": predicted["holdout"]["wrong_rows"],
+    }
+
+
+def compare(names: list[str]) -> None:
+    """Each recipe's held-out accuracy per seed and its mean; then each against the first, paired on
+    the same rows: rows only it got right, rows only the first got right."""
+    entries = [json.loads(line) for line in LOG.read_text().splitlines() if line.strip()]
+    latest = {(e["recipe"], e["holdout"], e["holdout_seed"]): e for e in entries}
+    for name in names:
+        found = sorted((k, e) for k, e in latest.items() if k[0] == name)
+        scores = [e["holdout_accuracy"] for _, e in found]
+        cvs = [e["cv_accuracy"] for _, e in found]
+        per_seed = ", ".join(f"seed {k[2]}: {e['holdout_accuracy']:.3%}" for k, e in found)
+        print(
+            f"{name}: held out {statistics.mean(scores):.3%} ({per_seed}); CV {statistics.mean(cvs):.3%}; "
+            f"{found[0][1]['members']} members x {found[0][1]['epochs']} epochs, "
+            f"{found[0][1]['images_trained'] / 1e6:.2f} M images"
+        )
+    base = names[0]
+    for name in names[1:]:
+        gains = []
+        for (recipe, holdout, seed), e in sorted(latest.items()):
+            other = latest.get((base, holdout, seed))
+            if recipe != name or other is None:
+                continue
+            mine, theirs = set(e["wrong_rows"]), set(other["wrong_rows"])
+            gains.append((len(theirs - mine) - len(mine - theirs)) / holdout)
+            print(
+                f"  {name} vs {base}, holdout seed {seed}: {len(theirs - mine)} rows fixed, "
+                f"{len(mine - theirs)} broken: {gains[-1]:+.3%}"
+            )
+        if gains:
+            print(f"  {name} vs {base}: {statistics.mean(gains):+.3%} on average over {len(gains)} seeds")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--name", help="the recipe's name in the log")
+    parser.add_argument("--holdout", type=int, default=8400)
+    parser.add_argument("--holdout-seeds", type=int, nargs="+", default=[0, 1])
+    parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
+    parser.add_argument("--workdir", type=Path, default=Path("/tmp/kaggle-mnist-holdout"))
+    parser.add_argument("--compare", nargs="+", metavar="RECIPE", help="summarise logged recipes instead")
+    args, options = parser.parse_known_args()
+    if args.compare:
+        compare(args.compare)
+        return
+    if not args.name:
+        parser.error("--name is required to measure")
+    options = [o for o in options if o != "--"]
+    for seed in args.holdout_seeds:
+        entry = measure(args.name, args.holdout, seed, options, args.workdir, args.data.resolve())
+        with open(LOG, "a") as log:
+            log.write(json.dumps(entry) + "\n")
+        print(
+            entry["printed"], f"CV {entry['cv_accuracy']:.4%}", f"({entry['wall_seconds']:.0f} s)", flush=True
+        )
+
+
+if __name__ == "__main__":
+    main()
