@@ -54,12 +54,24 @@ def download_competition(folder: Path, competition: str = COMPETITION) -> Path:
 def submit(file: Path, message: str, competition: str = COMPETITION) -> Any:
     """Uploads a submission file; returns the client's response (with `.message` and `.ref`)."""
     api = client()
-    response = _with_retries(
-        lambda: _watched(lambda: api.competition_submit(str(file), message, competition, quiet=True)),
-        "submitting",
-    )
-    # The client does not raise when the upload itself fails; it returns this message instead.
-    if getattr(response, "message", "") == getattr(api, "COMPETITION_SUBMIT_UPLOAD_FAILED_MESSAGE", None):
+    try:
+        response = _with_retries(
+            lambda: _watched(lambda: api.competition_submit(str(file), message, competition, quiet=True)),
+            "submitting",
+        )
+    except UserError as exc:
+        # Clients without a limits call (kaggle < 2.2.4) learn of the daily limit only when Kaggle
+        # refuses the submission itself.
+        if exc.status == 400 and "limit" in exc.message.lower():
+            raise UserError(
+                f"no submissions left today ({exc.message.split(': ', 1)[-1]}); Kaggle's daily limit "
+                "resets at 00:00 UTC. Nothing was submitted"
+            ) from None
+        raise
+    # The client does not raise when the upload itself fails; it returns this message instead (kaggle
+    # 2.0.x says it without naming it as a constant).
+    failed = getattr(api, "COMPETITION_SUBMIT_UPLOAD_FAILED_MESSAGE", "Could not submit to competition")
+    if getattr(response, "message", "") == failed:
         raise UserError(
             'Kaggle did not accept the upload of the submission file ("Could not submit to competition"); '
             "nothing was submitted: run submit again later"

@@ -106,8 +106,10 @@ class Dropout(layers.Dropout):
 
     def call(self, inputs, training=False):
         threshold = round(self.rate * 65536)
-        if not training or not 0 < threshold < 65536 or self.noise_shape is not None:
-            return super().call(inputs, training=training)  # off, all dropped, or a shared mask: Keras'
+        if training and threshold >= 65536 and self.noise_shape is None:
+            return keras.ops.zeros_like(inputs)  # all dropped (Keras 3.13 refuses a rate of 1 outright)
+        if not training or threshold == 0 or self.noise_shape is not None:
+            return super().call(inputs, training=training)  # off, or a shared mask: Keras' own
         if keras.backend.backend() != "tensorflow":
             return super().call(inputs, training=training)
         import tensorflow as tf

@@ -140,7 +140,7 @@ def test_dropout_masks_drop_the_rate_and_scale_the_rest():
     np.testing.assert_array_equal(keras.ops.convert_to_numpy(twin(ones, training=True)), out)
     state = [v for v in layer.non_trainable_variables if v.path.endswith("seed_generator_state")]
     assert len(state) == 1  # what resume.EpochSeeds reseeds every epoch
-    # Rates that 16 bits cannot hold are Keras' own: off, everything dropped.
+    # Rates that 16 bits cannot hold: off (Keras' own) and everything dropped (zeros, on every Keras).
     np.testing.assert_array_equal(keras.ops.convert_to_numpy(Dropout(0.0)(ones, training=True)), ones)
     assert not keras.ops.convert_to_numpy(Dropout(1.0)(ones, training=True)).any()
 
