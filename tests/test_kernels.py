@@ -199,3 +199,22 @@ def test_kernel_script_prints_a_script_a_notebook_can_run(workspace):
     compile(result.stdout, "train.py", "exec")
     assert '\\"folds\\": 3' in result.stdout and '\\"epochs\\": 7' in result.stdout
     assert "kernels.run_in_kernel(SETTINGS, MEMBERS)" in result.stdout
+
+
+def test_a_404_names_what_kaggle_did_not_find_not_the_competition():
+    import requests
+
+    from competition import kaggle_api
+
+    response = requests.Response()
+    response.status_code = 404
+    response.url = "https://storage.example/kernel-output/tester/k1/kaggle-mnist-run.zip?sig=x"
+    error = requests.HTTPError("404 Client Error", response=response)
+    missing = ("output of kernel tester/k1", "run the same command again")
+    message = kaggle_api._explain(error, "downloading the kernel's output", missing=missing).message
+    assert message == (
+        "Kaggle found no output of kernel tester/k1 (kaggle-mnist-run.zip) (404) while downloading the "
+        "kernel's output: run the same command again"
+    )
+    # Without `missing`, a 404 is the competition's (its downloads and submissions).
+    assert "no competition 'digit-recognizer'" in kaggle_api._explain(error, "submitting").message
