@@ -437,8 +437,9 @@ def submit(
 
 @app.command()
 def submissions() -> None:
-    """Show the ledger (CV accuracy of each submitted run) beside Kaggle's public scores."""
+    """Show the ledger (CV accuracy and expected score of each submitted run) beside Kaggle's public scores."""
     from competition import submission
+    from competition.expected import PUBLIC_ROWS, public_noise
 
     ledger = submission.show_submissions(log=typer.echo)
     if ledger.empty:
@@ -446,11 +447,24 @@ def submissions() -> None:
             "No submissions recorded yet: `kaggle-mnist submit` records them in submissions/ledger.csv."
         )
         return
-    typer.echo(
-        ledger[["time", "run_id", "cv_accuracy", "public_score", "status", "ref", "message"]].to_string(
-            index=False
+    columns = [
+        "time",
+        "run_id",
+        "cv_accuracy",
+        "expected_accuracy",
+        "public_score",
+        "status",
+        "ref",
+        "message",
+    ]
+    typer.echo(ledger[columns].to_string(index=False))
+    scores = [float(s) for s in ledger["public_score"] if s.replace(".", "", 1).isdigit()]
+    if scores:
+        noise = public_noise(max(scores))
+        typer.echo(
+            f"The public score is measured on about {PUBLIC_ROWS:,} test rows: one standard error is "
+            f"{noise:.2%} at {max(scores):.2%}, so scores closer than about {2 * noise:.2%} are not told apart."
         )
-    )
 
 
 @app.command("run")

@@ -91,18 +91,6 @@ def cross_fitted_blend(
     return blended, used
 
 
-def cv_caveat(folds: int, seeds: int) -> str:
-    """Why the CV figure understates the submission: an out-of-fold row is predicted only by the
-    `seeds` members that did not train on its fold, a test row by all `folds x seeds` of them (and by
-    models that saw (folds-1)/folds of the rows, like the out-of-fold ones). Bigger ensembles are more
-    accurate, so the leaderboard usually scores a little above the CV, the more so the fewer the seeds."""
-    per_row = "1 member" if seeds == 1 else f"{seeds} members"
-    return (
-        f"each training row is predicted by {per_row}, each test row by all {folds * seeds}: "
-        "expect the submission to score a little above this CV"
-    )
-
-
 def holdout_line(score: dict, predictor: str) -> str:
     """How a --holdout run's predictor scored on its held-out rows (`score` as `scored` gives it)."""
     return (

@@ -15,6 +15,7 @@ import numpy as np
 
 from competition import data, ensemble, paths, storage, submission
 from competition.errors import UserError
+from competition.expected import expectation, explain
 from competition.runs import Run
 
 # One-pixel shifts (no flips: a flipped 6 is a 9); each adds one forward pass per member.
@@ -79,6 +80,7 @@ def predict(
     plain_accuracy = ensemble.accuracy(plain_oof, labels)
 
     oof, test, note, name = plain_oof, plain_test, "plain mean", run_dir.name
+    predictor = "mean"  # what the expected score is looked up for
     if tta or weights == "oof":
         components = member_components(found, tta, log)
     if weights == "oof":
@@ -91,6 +93,7 @@ def predict(
             test = ensemble.average([components[n][1] for n in names], final)
             picked = ", ".join(f"{n} {w:.2f}" for n, w in zip(names, final, strict=True) if w > 0)
             oof, name = blended, f"{run_dir.name}-oof{'-tta' if tta else ''}"
+            predictor = "oof-tta" if tta else "oof"
             note = f"weights fitted out of fold ({picked})"
         elif len(names) == 1:
             note = "plain mean (one seed and no TTA: nothing to weigh; try --seeds 3 or --tta)"
@@ -106,6 +109,7 @@ def predict(
         majority = list(choice.values()).count("tta") * 2 > len(choice)
         if majority and ensemble.accuracy(chosen_oof, labels) >= plain_accuracy:
             oof, note, name = chosen_oof, f"TTA chosen on other folds: {choice}", f"{run_dir.name}-tta"
+            predictor = "tta"
             test = tta_test
         elif "tta" in choice.values():
             note = f"TTA chosen by too few folds ({choice}) or no better out of fold; kept the plain mean"
@@ -120,6 +124,8 @@ def predict(
         "changed_vs_mean": submission.changed_predictions(test, plain_test),
         "blend": note,
     }
+    result["expected_submission"] = expectation(settings, result["oof_accuracy"], len(test), predictor)
+    outlook = explain(result["expected_submission"], result["oof_accuracy"], settings.folds, settings.seeds)
     summary = (
         f"{result['members']} members, {note}; out-of-fold accuracy {result['oof_accuracy']:.4%} (plain "
         f"mean {plain_accuracy:.4%}); {result['changed_vs_mean']} test predictions differ from the plain mean"
@@ -138,15 +144,14 @@ def predict(
         storage.write_json(path, result)
         log(f"Holdout run {run_dir.name}: {summary}; wrote {path}.")
         log(ensemble.holdout_line(result["holdout"], "this submission's predictor"))
+        log(f"{outlook}.")
         return result
     path = submission.write(test, run_dir.name, name)
     result["file"] = str(path)
     # Beside the CSV, so `submit` records this blend's out-of-fold accuracy in the ledger.
     storage.write_json(path.with_suffix(".json"), result)
-    log(
-        f"Wrote {path} and submission.csv: {summary}. About the out-of-fold accuracy: "
-        f"{ensemble.cv_caveat(settings.folds, settings.seeds)}"
-    )
+    log(f"Wrote {path} and submission.csv: {summary}.")
+    log(f"{outlook}.")
     return result
 
 

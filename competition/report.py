@@ -14,7 +14,8 @@ from matplotlib.colors import LogNorm
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
-from competition import data, ensemble, evaluate, storage
+from competition import data, evaluate, storage
+from competition.expected import explain
 from competition.runs import Run
 from competition.settings import TrainSettings
 
@@ -217,7 +218,9 @@ def _markdown(run_dir: Path, settings: TrainSettings, metrics: dict, result: dic
         "",
         f"CV accuracy (out of fold, {result['rows']:,} rows): **{result['accuracy']:.4%}**, "
         f"{result['errors']} wrong; mean member {metrics['mean_member_accuracy']:.4%}; "
-        f"{len(metrics['members'])} members. About the CV: {ensemble.cv_caveat(settings.folds, settings.seeds)}.",
+        f"{len(metrics['members'])} members. "
+        + explain(metrics.get("expected_submission"), result["accuracy"], settings.folds, settings.seeds)
+        + ".",
         "",
         "| fold | ensemble accuracy |",
         "| --- | --- |",

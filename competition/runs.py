@@ -29,6 +29,7 @@ import numpy as np
 
 from competition import ensemble, paths, storage
 from competition.errors import UserError
+from competition.expected import expectation
 from competition.settings import TrainSettings
 
 RUN_ARRAYS = ("oof_probs.npy", "oof_labels.npy", "test_probs.npy")
@@ -277,7 +278,8 @@ class Run:
         metrics = {
             "run_id": run_dir.name,
             "cv_accuracy": ensemble.accuracy(oof, labels),
-            "cv_caveat": ensemble.cv_caveat(settings.folds, settings.seeds),
+            # The plain mean's expected score on the rows the members predicted (None: not measured).
+            "expected_submission": expectation(settings, ensemble.accuracy(oof, labels), len(test_probs)),
             "fold_accuracy": fold_accuracy,
             "mean_member_accuracy": float(np.mean([m["val_accuracy"] for m in members])),
             "members": members,

@@ -25,6 +25,7 @@ LEDGER_COLUMNS = [
     "file",
     "sha256",
     "cv_accuracy",
+    "expected_accuracy",  # what predict expected on the whole test set: "low-high" (about 95%)
     "message",
     "ref",
     "status",
@@ -128,7 +129,8 @@ def read_ledger() -> pd.DataFrame:
     path = ledger_path()
     if not path.is_file():
         return pd.DataFrame(columns=LEDGER_COLUMNS)
-    return pd.read_csv(path, dtype=str, keep_default_na=False)
+    # A ledger written before a column existed reads with that column empty.
+    return pd.read_csv(path, dtype=str, keep_default_na=False).reindex(columns=LEDGER_COLUMNS, fill_value="")
 
 
 def record(entry: dict, key: dict | None = None) -> None:
@@ -178,7 +180,7 @@ def submit(
 
     path = Path(file) if file is not None else paths.workspace() / "submission.csv"
     check_file(path, expected_rows())
-    run_id, cv = run_of(path)
+    run_id, cv, expected = run_of(path)
     message = message or (f"kaggle-mnist {run_id} CV {cv:.5f}" if run_id else f"kaggle-mnist {path.name}")
 
     limits = _submission_limits(log)
@@ -195,6 +197,7 @@ def submit(
         "file": str(path),
         "sha256": storage.sha256_file(path),
         "cv_accuracy": f"{cv:.5f}" if cv is not None else "",
+        "expected_accuracy": f"{expected['low']:.5f}-{expected['high']:.5f}" if expected else "",
         "message": message,
         "ref": ref,
         "status": "PENDING",
@@ -306,19 +309,21 @@ def expected_rows() -> int:
         return data.COMPETITION_ROWS[data.TEST]
 
 
-def run_of(path: Path) -> tuple[str | None, float | None]:
-    """The run a submission file came from, found by content among submissions/<run>.csv files."""
+def run_of(path: Path) -> tuple[str | None, float | None, dict | None]:
+    """The run a submission file came from, found by content among submissions/<run>.csv files: its
+    id, the out-of-fold accuracy of the blend written, and the expected score predict gave it."""
     digest = storage.sha256_file(path)
     for candidate in sorted(paths.submissions_dir().glob("*.csv")):
         if candidate.name != "ledger.csv" and storage.sha256_file(candidate) == digest:
             about = candidate.with_suffix(".json")  # written by predict: the blend's own OOF accuracy
             if about.is_file():
                 facts = storage.read_json(about)
-                return facts["run_id"], float(facts["oof_accuracy"])
+                return facts["run_id"], float(facts["oof_accuracy"]), facts.get("expected_submission")
             run_id = candidate.stem
             for suffix in ("-oof-tta", "-oof", "-tta"):
                 run_id = run_id.removesuffix(suffix)
             metrics = paths.ensembles_dir() / run_id / "metrics.json"
             if metrics.is_file():
-                return run_id, float(storage.read_json(metrics)["cv_accuracy"])
-    return None, None
+                facts = storage.read_json(metrics)
+                return run_id, float(facts["cv_accuracy"]), facts.get("expected_submission")
+    return None, None, None

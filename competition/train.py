@@ -28,6 +28,7 @@ from sklearn.model_selection import StratifiedKFold
 
 from competition import backend, data, ensemble, locks, paths, resume, storage
 from competition.errors import UserError
+from competition.expected import explain
 from competition.model import SmoothedCrossentropy, build_model
 from competition.model import load as load_model
 from competition.progress import RunProgress, console, results_table
@@ -180,7 +181,8 @@ def _train_run(run: Run, new, rows: RunRows, gpus, workers, only, quiet, started
         console.print(
             ensemble.holdout_line(metrics["holdout"], f"the mean of all {len(settings.members)} members")
         )
-    console.print(f"[dim]About the CV: {metrics['cv_caveat']}.[/dim]")
+    note = explain(metrics["expected_submission"], metrics["cv_accuracy"], settings.folds, settings.seeds)
+    console.print(f"[dim]{note}.[/dim]")
     return run_dir
 
 

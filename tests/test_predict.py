@@ -5,8 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from competition import backend, data, ensemble, submission
+from competition import backend, data, ensemble, expected, submission
 from competition.runs import Run
+from competition.settings import TrainSettings
 from tests.conftest import assert_clean_failure, run_cli
 
 backend.select("tensorflow")
@@ -122,10 +123,26 @@ def test_shift_images_moves_and_fills_black():
 def test_submit_finds_the_blend_and_its_own_accuracy(in_run):
     workspace, run_dir = in_run
     result = predicting.predict(run_dir.name, weights="oof", log=lambda _: None)
-    run_id, accuracy = submission.run_of(workspace / "submission.csv")
+    run_id, accuracy, _ = submission.run_of(workspace / "submission.csv")
     assert run_id == run_dir.name and accuracy == pytest.approx(result["oof_accuracy"])
 
 
-def test_cv_caveat_counts_the_members_behind_each_row():
-    assert "predicted by 1 member, each test row by all 5" in ensemble.cv_caveat(5, 1)
-    assert "predicted by 3 members, each test row by all 15" in ensemble.cv_caveat(5, 3)
+def test_the_cv_alone_gives_no_expected_score_only_a_measured_gap_does(monkeypatch):
+    settings = TrainSettings(cpu_threads=1, precision="bfloat16", batch_size=64)
+    assert expected.expectation(settings, 0.996, 28_000) is None
+    line = expected.explain(None, 0.996, 5, 2)
+    assert "scored by 2 members, each test row by all 10" in line and "--holdout" in line
+
+    monkeypatch.setattr(expected, "MEASURED", [({}, "mean", -0.001, 0.0003, "measured here")])
+    found = expected.expectation(settings, 0.996, 28_000)
+    assert found["accuracy"] == pytest.approx(0.995)
+    half = 2 * np.sqrt(0.0003**2 + 0.995 * 0.005 / 28_000)
+    assert (found["low"], found["high"]) == (pytest.approx(0.995 - half), pytest.approx(0.995 + half))
+    # Fewer rows scored (a holdout), a wider range; another predictor or recipe, no figure.
+    assert expected.expectation(settings, 0.996, 8_400)["low"] < found["low"]
+    assert expected.expectation(settings, 0.996, 28_000, predictor="tta") is None
+    assert expected.expectation(TrainSettings(epochs=30), 0.996, 28_000) is None
+    assert expected.expectation(TrainSettings(holdout=8400, backend="jax"), 0.996, 8_400) is not None
+    line = expected.explain(found, 0.996, 5, 2)
+    assert "Expected submission accuracy 99.50%" in line and "-0.10%" in line
+    assert expected.public_noise(0.996) == pytest.approx(np.sqrt(0.996 * 0.004 / 7_000))
