@@ -4,6 +4,7 @@ rows, its submission's predictor scored on those rows (`kaggle-mnist run --holdo
     python benchmarks/holdout.py --holdout 8400 --holdout-seeds 0 1 --name default
     python benchmarks/holdout.py --holdout 8400 --holdout-seeds 0 1 --name tta -- --tta
     python benchmarks/holdout.py --compare default tta
+    python benchmarks/holdout.py --curve --name default --holdout 8400 --holdout-seeds 0 1
 
 Everything after `--` is passed to `kaggle-mnist run` as it is (a recipe's options). Each (recipe,
 holdout seed) is one run in a workspace of its own under --workdir, which keeps the runs, so an
@@ -26,6 +27,8 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+
+import numpy as np
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
@@ -137,6 +140,27 @@ def compare(names: list[str]) -> None:
             print(f"  {name} vs {base}: {statistics.mean(gains):+.3%} on average over {len(gains)} seeds")
 
 
+def curve(workdir: Path, name: str, holdout: int, seed: int) -> None:
+    """How the held-out accuracy of the plain mean grows with members, in training order (all folds of
+    seed 0 first): what more members buy, from one logged run's files."""
+    sys.path.insert(0, str(ROOT))
+    os.environ["KAGGLE_MNIST_WORKSPACE"] = str(workdir / f"{name}-h{holdout}-s{seed}")
+    from competition import data
+    from competition.runs import Run, holdout_split
+
+    run = Run.latest()
+    labels = data.load().train_labels
+    _, held = holdout_split(labels, holdout, seed)
+    probs = [run.member_predictions(*member)[2] for member in run.members]
+    for count in range(1, len(probs) + 1):
+        mean = np.mean(probs[:count], axis=0)
+        single = np.mean(np.argmax(probs[count - 1], axis=1) == labels[held])
+        accuracy = np.mean(np.argmax(mean, axis=1) == labels[held])
+        print(
+            f"{name} holdout seed {seed}: first {count:2d} members {accuracy:.3%} (member {count}: {single:.3%})"
+        )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -147,9 +171,14 @@ def main() -> None:
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
     parser.add_argument("--workdir", type=Path, default=Path("/tmp/kaggle-mnist-holdout"))
     parser.add_argument("--compare", nargs="+", metavar="RECIPE", help="summarise logged recipes instead")
+    parser.add_argument("--curve", action="store_true", help="accuracy against members, from kept runs")
     args, options = parser.parse_known_args()
     if args.compare:
         compare(args.compare)
+        return
+    if args.curve:
+        for seed in args.holdout_seeds:
+            curve(args.workdir, args.name, args.holdout, seed)
         return
     if not args.name:
         parser.error("--name is required to measure")

@@ -334,7 +334,7 @@ def run_rows(settings: TrainSettings, dataset) -> RunRows:
     if settings.subset > available:
         # config.json would say N rows while fewer were trained on.
         raise UserError(
-            f"--subset {settings.subset:,} is more than the {available:,} training rows"
+            f"--subset {settings.subset:,} is more than train.csv's {available:,} rows"
             f"{' left after --holdout' if settings.holdout else ''}: use a smaller --subset, or 0 for all rows"
         )
     keep = slice(settings.subset or None)
