@@ -76,8 +76,8 @@ def explain(expected: dict | None, cv_accuracy: float, folds: int, seeds: int) -
     """One line for the user: the expected score and its range, or why the CV alone gives none."""
     per_row = "1 member" if seeds == 1 else f"{seeds} members"
     why = (
-        f"each training row is scored by {per_row}, each test row by all {folds * seeds}, and the recipe "
-        "was chosen on these folds"
+        f"each training row is scored by {per_row}, each test row by all {folds * seeds}, and the recipe's "
+        "choices were made on CV"
     )
     if expected is None:
         return (
