@@ -25,7 +25,11 @@ NOT_RECIPE = ("backend", "precision", "epoch_validation", "cpu_threads", "seed",
 # Measured gaps: (the recipe as TrainSettings overrides, its predictor as `predict` names it, held-out
 # accuracy minus CV averaged over the holdout seeds, the standard error of that average, where the
 # measurements are).
-MEASURED: list[tuple[dict, str, float, float, str]] = []
+# The default recipe, plain mean, 8,400 rows held out, holdout seeds 0 and 1: gaps +0.18 and -0.11 pt
+# (benchmarks/holdout.jsonl); the error is their spread, far above either draw's binomial noise.
+MEASURED: list[tuple[dict, str, float, float, str]] = [
+    ({}, "mean", 0.00036, 0.00146, "benchmarks/README.md#the-submissions-accuracy"),
+]
 
 
 def _recipe(settings: TrainSettings) -> TrainSettings:

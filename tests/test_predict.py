@@ -147,3 +147,12 @@ def test_the_cv_alone_gives_no_expected_score_only_a_measured_gap_does(monkeypat
     line = expected.explain(found, 0.996, 5, 2)
     assert "Expected submission accuracy 99.50%" in line and "-0.10%" in line
     assert expected.public_noise(0.996) == pytest.approx(np.sqrt(0.996 * 0.004 / 7_000))
+
+
+def test_every_measured_gap_names_a_recipe_a_predictor_and_where_it_was_measured():
+    for overrides, predictor, gap, error, source in expected.MEASURED:
+        TrainSettings(**overrides)
+        assert predictor in ("mean", "tta", "oof", "oof-tta") and abs(gap) < 0.01 and 0 < error < 0.01
+        assert source.startswith("benchmarks/README.md#")
+    # The default recipe is measured: a fresh user's run gets a figure, not only advice.
+    assert expected.expectation(TrainSettings(cpu_threads=1), 0.996, 28_000) is not None
