@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import shlex
 import statistics
 import subprocess
@@ -32,28 +31,18 @@ import numpy as np
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
-DEFAULT_DATA = ROOT.parent / "shared" / "data" / "digit-recognizer.zip"
+sys.path.insert(0, str(HERE))
+from bench import DEFAULT_DATA, device_name, full_commit  # noqa: E402
+
 LOG = HERE / "holdout.jsonl"
 
 
-def device() -> str:
-    model = platform.processor() or "unknown CPU"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return f"{model}, {len(os.sched_getaffinity(0))} cores"
-
-
 def commit() -> str:
-    out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, cwd=ROOT)
+    """HEAD, marked when the package has changes not yet committed."""
     dirty = subprocess.run(
         ["git", "status", "--porcelain", "competition"], capture_output=True, text=True, cwd=ROOT
     )
-    return out.stdout.strip() + ("+changes" if dirty.stdout.strip() else "")
+    return full_commit("HEAD") + ("+changes" if dirty.stdout.strip() else "")
 
 
 def measure(name: str, holdout: int, seed: int, options: list[str], workdir: Path, data: Path) -> dict:
@@ -88,7 +77,7 @@ def measure(name: str, holdout: int, seed: int, options: list[str], workdir: Pat
         "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "commit": commit(),
         "command": "kaggle-mnist " + shlex.join(command),
-        "device": device(),
+        "device": device_name("tensorflow"),
         "recipe": name,
         "holdout": holdout,
         "holdout_seed": seed,
