@@ -5,6 +5,11 @@ rows, its submission's predictor scored on those rows (`kaggle-mnist run --holdo
     python benchmarks/holdout.py --holdout 8400 --holdout-seeds 0 1 --name tta -- --tta
     python benchmarks/holdout.py --compare default tta
     python benchmarks/holdout.py --curve --name default --holdout 8400 --holdout-seeds 0 1
+    python benchmarks/holdout.py --member --name epochs40 --holdout-seeds 0 -- --epochs 40
+
+`--member` screens a lever on one member instead of a whole run: `kaggle-mnist train --members f0-s0`
+with the options after `--`, scored on the same held-out rows; `--curve` gives the default run's ten
+members to set it against (a member's spread is the noise such a screen must beat).
 
 Everything after `--` is passed to `kaggle-mnist run` as it is (a recipe's options). Each (recipe,
 holdout seed) is one run in a workspace of its own under --workdir, which keeps the runs, so an
@@ -97,6 +102,63 @@ def measure(name: str, holdout: int, seed: int, options: list[str], workdir: Pat
     }
 
 
+def measure_member(name: str, holdout: int, seed: int, options: list[str], workdir: Path, data: Path) -> dict:
+    """One member (fold 0, seed index 0) trained with `options` on the rows a holdout run trains on,
+    scored on its held-out rows: a cheap screen of a lever before a whole run is spent on it."""
+    workspace = workdir / f"member-{name}-h{holdout}-s{seed}"
+    workspace.mkdir(parents=True, exist_ok=True)
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "KAGGLE_MNIST_WORKSPACE": str(workspace)}
+    cli = [sys.executable, "-m", "competition"]
+    subprocess.run(
+        [*cli, "fetch", "--from", str(data)], cwd=workspace, env=env, check=True, capture_output=True
+    )
+    command = [
+        "train",
+        "--holdout",
+        str(holdout),
+        "--holdout-seed",
+        str(seed),
+        "--members",
+        "f0-s0",
+        "--quiet",
+    ]
+    command += options
+    started = time.perf_counter()
+    result = subprocess.run([*cli, *command], cwd=workspace, env=env, capture_output=True, text=True)
+    seconds = time.perf_counter() - started
+    if result.returncode != 0:
+        raise SystemExit(
+            f"kaggle-mnist {shlex.join(command)} failed:\n{result.stdout[-2000:]}{result.stderr}"
+        )
+    sys.path.insert(0, str(ROOT))
+    os.environ["KAGGLE_MNIST_WORKSPACE"] = str(workspace)
+    from competition import data as dataset
+    from competition.runs import Run, holdout_split
+
+    run_dir = max((workspace / "ensembles").glob("2*"), key=lambda p: p.stat().st_mtime)
+    run = Run(run_dir)
+    labels = dataset.load(log=lambda *a, **k: None).train_labels
+    _, held = holdout_split(labels, holdout, seed)
+    predicted = np.argmax(run.member_predictions(0, 0)[2], axis=1)
+    info = run.member_info(0, 0)
+    return {
+        "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "commit": commit(),
+        "command": "kaggle-mnist " + shlex.join(command),
+        "device": device_name("tensorflow"),
+        "recipe": f"member:{name}",
+        "holdout": holdout,
+        "holdout_seed": seed,
+        "members": 1,
+        "epochs": info["epochs_run"],
+        "images_trained": int(info["train_rows"] * info["epochs_run"]),
+        "fold_accuracy": info.get("val_accuracy"),
+        "holdout_accuracy": float(np.mean(predicted == labels[held])),
+        "wall_seconds": round(seconds, 1),
+        "wrong_rows": [int(r) for r in held[predicted != labels[held]]],
+    }
+
+
 def compare(names: list[str]) -> None:
     """Each recipe's held-out accuracy per seed and its mean; then each against the first, paired on
     the same rows: rows only it got right, rows only the first got right."""
@@ -161,6 +223,7 @@ def main() -> None:
     parser.add_argument("--workdir", type=Path, default=Path("/tmp/kaggle-mnist-holdout"))
     parser.add_argument("--compare", nargs="+", metavar="RECIPE", help="summarise logged recipes instead")
     parser.add_argument("--curve", action="store_true", help="accuracy against members, from kept runs")
+    parser.add_argument("--member", action="store_true", help="screen the options on one member (f0-s0)")
     args, options = parser.parse_known_args()
     if args.compare:
         compare(args.compare)
@@ -172,6 +235,17 @@ def main() -> None:
     if not args.name:
         parser.error("--name is required to measure")
     options = [o for o in options if o != "--"]
+    if args.member:
+        for seed in args.holdout_seeds:
+            entry = measure_member(args.name, args.holdout, seed, options, args.workdir, args.data.resolve())
+            with open(LOG, "a") as log:
+                log.write(json.dumps(entry) + "\n")
+            print(
+                f"member {args.name} holdout seed {seed}: {entry['holdout_accuracy']:.3%} "
+                f"({entry['wall_seconds']:.0f} s)",
+                flush=True,
+            )
+        return
     for seed in args.holdout_seeds:
         entry = measure(args.name, args.holdout, seed, options, args.workdir, args.data.resolve())
         with open(LOG, "a") as log:
