@@ -87,6 +87,13 @@ HoldoutOption = Annotated[
     ),
 ]
 HoldoutSeedOption = Annotated[int, typer.Option(help="Which rows --holdout draws.")]
+# Augmentation strength, as Keras' RandomRotation/RandomZoom/RandomTranslation and the classic
+# ImageDataGenerator recipe name it: each drawn uniformly within +/- the value while training.
+RotationOption = Annotated[float, typer.Option("--rotation", help="Augmentation: rotation range, degrees.")]
+ZoomOption = Annotated[float, typer.Option("--zoom", help="Augmentation: zoom range, a fraction.")]
+ShiftOption = Annotated[
+    float, typer.Option("--shift", help="Augmentation: shift range, a fraction of the side.")
+]
 PrecisionOption = Annotated[
     Precision,
     typer.Option(
@@ -213,6 +220,9 @@ def train(
     augment: Annotated[
         bool, typer.Option(help="Random rotation, zoom and shift while training.")
     ] = DEFAULTS.augment,
+    rotation: RotationOption = DEFAULTS.rotation_degrees,
+    zoom: ZoomOption = DEFAULTS.zoom,
+    shift: ShiftOption = DEFAULTS.shift,
     subset: SubsetOption = DEFAULTS.subset,
     holdout: HoldoutOption = DEFAULTS.holdout,
     holdout_seed: HoldoutSeedOption = DEFAULTS.holdout_seed,
@@ -259,6 +269,9 @@ def train(
         dropout_rate=dropout,
         early_stopping=early_stopping,
         augment=augment,
+        rotation_degrees=rotation,
+        zoom=zoom,
+        shift=shift,
         subset=subset,
         holdout=holdout,
         holdout_seed=holdout_seed,
@@ -474,6 +487,9 @@ def run_all(
     epochs: EpochsOption = DEFAULTS.epochs,
     batch_size: BatchSizeOption = DEFAULTS.batch_size,
     arch: ArchOption = DEFAULTS.arch,
+    rotation: RotationOption = DEFAULTS.rotation_degrees,
+    zoom: ZoomOption = DEFAULTS.zoom,
+    shift: ShiftOption = DEFAULTS.shift,
     subset: SubsetOption = DEFAULTS.subset,
     holdout: HoldoutOption = DEFAULTS.holdout,
     holdout_seed: HoldoutSeedOption = DEFAULTS.holdout_seed,
@@ -504,6 +520,9 @@ def run_all(
         seeds=seeds,
         epochs=epochs,
         batch_size=batch_size,
+        rotation_degrees=rotation,
+        zoom=zoom,
+        shift=shift,
         subset=subset,
         holdout=holdout,
         holdout_seed=holdout_seed,

@@ -569,3 +569,21 @@ def test_the_eta_follows_the_runs_average_pace_not_its_last_burst():
     assert eta.render(task).plain == "0:07:17"
     progress.set(100, "done")
     assert eta.render(task).plain == "0:00:00"
+
+
+def test_augmentation_ranges_are_options_of_train_and_run(tmp_path):
+    # A run trained with other ranges says so in the command that trains it again.
+    options = TrainSettings(rotation_degrees=5.0, zoom=0.05, shift=0.05).cli_options()
+    assert {"--rotation 5.0", "--zoom 0.05", "--shift 0.05"} <= set(options)
+    assert not any(o.startswith(("--rotation", "--zoom", "--shift")) for o in TrainSettings().cli_options())
+    with pytest.raises(ValueError, match="--zoom and --shift at least 0 and below 1"):
+        TrainSettings(shift=1.0)
+    # Both commands take them, and refuse a bad range in one line before anything is loaded or fetched.
+    for command in ("train", "run"):
+        result = run_cli(command, "--rotation", "5", "--zoom", "0.05", "--shift", "-0.1", cwd=tmp_path)
+        assert result.returncode == 1
+        assert_clean_failure(result)
+        assert result.stderr.strip() == (
+            "error: --rotation must be 0 or more, --zoom and --shift at least 0 and below 1"
+        )
+        assert not (tmp_path / "data").exists()
