@@ -50,17 +50,14 @@ def commit() -> str:
     return full_commit("HEAD") + ("+changes" if dirty.stdout.strip() else "")
 
 
-def measure(name: str, holdout: int, seed: int, options: list[str], workdir: Path, data: Path) -> dict:
-    """One recipe on one holdout seed: `kaggle-mnist run` in its own workspace; the run's figures."""
-    workspace = workdir / f"{name}-h{holdout}-s{seed}"
-    workspace.mkdir(parents=True, exist_ok=True)
-    command = ["run", "--holdout", str(holdout), "--holdout-seed", str(seed), "--from", str(data), "--quiet"]
-    command += options
+def kaggle_mnist(command: list[str], workspace: Path) -> tuple[str, float]:
+    """The command line of this checkout in `workspace`: its output and wall seconds; exits on failure."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "KAGGLE_MNIST_WORKSPACE": str(workspace)}
     started = time.perf_counter()
     result = subprocess.run(
         [sys.executable, "-m", "competition", *command],
         cwd=workspace,
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        env=env,
         capture_output=True,
         text=True,
     )
@@ -69,7 +66,28 @@ def measure(name: str, holdout: int, seed: int, options: list[str], workdir: Pat
         raise SystemExit(
             f"kaggle-mnist {shlex.join(command)} failed:\n{result.stdout[-2000:]}{result.stderr}"
         )
-    line = next(x for x in result.stdout.splitlines()[::-1] if "this submission's predictor scores" in x)
+    return result.stdout, seconds
+
+
+def held_out(workspace: Path, holdout: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """train.csv's labels in `workspace`, and the row numbers `--holdout` draws for this seed."""
+    sys.path.insert(0, str(ROOT))
+    os.environ["KAGGLE_MNIST_WORKSPACE"] = str(workspace)
+    from competition import data
+    from competition.runs import holdout_split
+
+    labels = data.load(log=lambda *a, **k: None).train_labels
+    return labels, holdout_split(labels, holdout, seed)[1]
+
+
+def measure(name: str, holdout: int, seed: int, options: list[str], workdir: Path, data: Path) -> dict:
+    """One recipe on one holdout seed: `kaggle-mnist run` in its own workspace; the run's figures."""
+    workspace = workdir / f"{name}-h{holdout}-s{seed}"
+    workspace.mkdir(parents=True, exist_ok=True)
+    command = ["run", "--holdout", str(holdout), "--holdout-seed", str(seed), "--from", str(data), "--quiet"]
+    command += options
+    output, seconds = kaggle_mnist(command, workspace)
+    line = next(x for x in output.splitlines()[::-1] if "this submission's predictor scores" in x)
     runs = sorted((workspace / "ensembles").glob("*/metrics.json"), key=lambda p: p.stat().st_mtime)
     run_dir = runs[-1].parent
     metrics = json.loads((run_dir / "metrics.json").read_text())
@@ -107,11 +125,7 @@ def measure_member(name: str, holdout: int, seed: int, options: list[str], workd
     scored on its held-out rows: a cheap screen of a lever before a whole run is spent on it."""
     workspace = workdir / f"member-{name}-h{holdout}-s{seed}"
     workspace.mkdir(parents=True, exist_ok=True)
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "KAGGLE_MNIST_WORKSPACE": str(workspace)}
-    cli = [sys.executable, "-m", "competition"]
-    subprocess.run(
-        [*cli, "fetch", "--from", str(data)], cwd=workspace, env=env, check=True, capture_output=True
-    )
+    kaggle_mnist(["fetch", "--from", str(data)], workspace)
     command = [
         "train",
         "--holdout",
@@ -123,22 +137,11 @@ def measure_member(name: str, holdout: int, seed: int, options: list[str], workd
         "--quiet",
     ]
     command += options
-    started = time.perf_counter()
-    result = subprocess.run([*cli, *command], cwd=workspace, env=env, capture_output=True, text=True)
-    seconds = time.perf_counter() - started
-    if result.returncode != 0:
-        raise SystemExit(
-            f"kaggle-mnist {shlex.join(command)} failed:\n{result.stdout[-2000:]}{result.stderr}"
-        )
-    sys.path.insert(0, str(ROOT))
-    os.environ["KAGGLE_MNIST_WORKSPACE"] = str(workspace)
-    from competition import data as dataset
-    from competition.runs import Run, holdout_split
+    _, seconds = kaggle_mnist(command, workspace)
+    labels, held = held_out(workspace, holdout, seed)
+    from competition.runs import Run
 
-    run_dir = max((workspace / "ensembles").glob("2*"), key=lambda p: p.stat().st_mtime)
-    run = Run(run_dir)
-    labels = dataset.load(log=lambda *a, **k: None).train_labels
-    _, held = holdout_split(labels, holdout, seed)
+    run = Run(max((workspace / "ensembles").glob("2*"), key=lambda p: p.stat().st_mtime))
     predicted = np.argmax(run.member_predictions(0, 0)[2], axis=1)
     info = run.member_info(0, 0)
     return {
@@ -157,6 +160,11 @@ def measure_member(name: str, holdout: int, seed: int, options: list[str], workd
         "wall_seconds": round(seconds, 1),
         "wrong_rows": [int(r) for r in held[predicted != labels[held]]],
     }
+
+
+def append(entry: dict) -> None:
+    with open(LOG, "a") as log:
+        log.write(json.dumps(entry) + "\n")
 
 
 def compare(names: list[str]) -> None:
@@ -194,14 +202,10 @@ def compare(names: list[str]) -> None:
 def curve(workdir: Path, name: str, holdout: int, seed: int) -> None:
     """How the held-out accuracy of the plain mean grows with members, in training order (all folds of
     seed 0 first): what more members buy, from one logged run's files."""
-    sys.path.insert(0, str(ROOT))
-    os.environ["KAGGLE_MNIST_WORKSPACE"] = str(workdir / f"{name}-h{holdout}-s{seed}")
-    from competition import data
-    from competition.runs import Run, holdout_split
+    labels, held = held_out(workdir / f"{name}-h{holdout}-s{seed}", holdout, seed)
+    from competition.runs import Run
 
     run = Run.latest()
-    labels = data.load().train_labels
-    _, held = holdout_split(labels, holdout, seed)
     probs = [run.member_predictions(*member)[2] for member in run.members]
     for count in range(1, len(probs) + 1):
         mean = np.mean(probs[:count], axis=0)
@@ -238,8 +242,7 @@ def main() -> None:
     if args.member:
         for seed in args.holdout_seeds:
             entry = measure_member(args.name, args.holdout, seed, options, args.workdir, args.data.resolve())
-            with open(LOG, "a") as log:
-                log.write(json.dumps(entry) + "\n")
+            append(entry)
             print(
                 f"member {args.name} holdout seed {seed}: {entry['holdout_accuracy']:.3%} "
                 f"({entry['wall_seconds']:.0f} s)",
@@ -248,8 +251,7 @@ def main() -> None:
         return
     for seed in args.holdout_seeds:
         entry = measure(args.name, args.holdout, seed, options, args.workdir, args.data.resolve())
-        with open(LOG, "a") as log:
-            log.write(json.dumps(entry) + "\n")
+        append(entry)
         print(
             entry["printed"], f"CV {entry['cv_accuracy']:.4%}", f"({entry['wall_seconds']:.0f} s)", flush=True
         )
