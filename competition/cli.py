@@ -72,7 +72,11 @@ BatchSizeOption = Annotated[int, typer.Option(help=BATCH_HELP)]
 Weights = Choice("Weights", {"mean": "mean", "oof": "oof"})
 WeightsOption = Annotated[Weights, typer.Option(help=WEIGHTS_HELP)]
 ArchOption = Annotated[
-    Arch, typer.Option(help="Network: bncnn (the recipe), lenet or mlp (tutorial baselines).")
+    Arch,
+    typer.Option(
+        help="Network: bncnn (the recipe), m5 (five 5x5 convolutions, no downsampling), "
+        "lenet or mlp (tutorial baselines)."
+    ),
 ]
 BackendOption = Annotated[Backend, typer.Option(help="Keras backend.")]
 SubsetOption = Annotated[

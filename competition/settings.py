@@ -12,7 +12,7 @@ class Choice(enum.StrEnum):
     """A fixed choice: Typer lists the values in --help and refuses others before anything is loaded."""
 
 
-Arch = Choice("Arch", {name: name for name in ("bncnn", "lenet", "mlp")})
+Arch = Choice("Arch", {name: name for name in ("bncnn", "m5", "lenet", "mlp")})
 Backend = Choice("Backend", {name: name for name in ("tensorflow", "jax", "torch")})
 Precision = Choice("Precision", {name: name for name in ("auto", "float32", "mixed", "bfloat16")})
 Schedule = Choice("Schedule", {name: name for name in ("exponential", "plateau", "cosine")})

@@ -96,7 +96,7 @@ def test_run_folder_is_complete_and_loadable(tiny_data):
     assert not list((tiny_data / "ensembles").glob(".*partial*"))
 
 
-@pytest.mark.parametrize("arch", ["bncnn", "lenet", "mlp"])
+@pytest.mark.parametrize("arch", ["bncnn", "m5", "lenet", "mlp"])
 def test_each_architecture_builds_and_trains(tiny_data, arch):
     run_dir = training.train(TrainSettings(**{**TINY, "arch": arch, "subset": 200}), quiet=True)
     metrics = storage.read_json(run_dir / "metrics.json")
