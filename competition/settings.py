@@ -235,5 +235,14 @@ CLI_FLAGS = {
     "precision": "--precision",
     "epoch_validation": "--epoch-validation/--no-epoch-validation",
 }
+# Named sets of settings, one `--recipe` away. A recipe fills in what the command line leaves at its
+# default; an option given explicitly wins. Each one's accuracy on held-out rows is in the README.
+RECIPES: dict[str, dict] = {
+    "default": {},
+    # For a GPU session: more and longer-trained members, the levers that measured best on held-out rows
+    # (benchmarks/README.md, "Levers screened on one member"); about 3x the default's training.
+    "best": {"seeds": 3, "epochs": 40, "rotation_degrees": 5.0, "zoom": 0.05, "shift": 0.05},
+}
+Recipe = Choice("Recipe", {name: name for name in RECIPES})
 # Resolved from 0/None/auto by `resolved`: compared with what the automatic choice gives.
 AUTOMATIC = {"batch_size", "learning_rate", "precision", "epoch_validation", "warmup_epochs"}
