@@ -28,6 +28,11 @@ SETTINGS_URL = "https://www.kaggle.com/settings"
 # 429 and 5xx are worth retrying: Kaggle sheds load with them. 4 tries, 2 s doubling, ~14 s in all.
 ATTEMPTS = 4
 BACKOFF_SECONDS = 2.0
+# What a 404 means for the calls about the competition itself.
+COMPETITION_MISSING = (
+    f"competition '{COMPETITION}'",
+    f"check the name, and that you joined it at {RULES_URL}",
+)
 # No byte in this long means the connection is dead; the client itself sets no timeout on API calls.
 STALL_SECONDS = float(os.environ.get("KAGGLE_MNIST_NETWORK_TIMEOUT", "60"))
 
@@ -45,7 +50,7 @@ def download_competition(folder: Path, competition: str = COMPETITION) -> Path:
     def call() -> None:
         api.competition_download_files(competition, path=str(folder), force=False, quiet=True)
 
-    _with_retries(lambda: _watched(call, progress), "downloading the competition files")
+    _with_retries(lambda: _watched(call, progress), "downloading the competition files", COMPETITION_MISSING)
     if not archive.is_file():
         raise UserError(f"the Kaggle API reported success but {archive} is missing: run fetch again")
     return archive
@@ -58,6 +63,7 @@ def submit(file: Path, message: str, competition: str = COMPETITION) -> Any:
         response = _with_retries(
             lambda: _watched(lambda: api.competition_submit(str(file), message, competition, quiet=True)),
             "submitting",
+            COMPETITION_MISSING,
         )
     except UserError as exc:
         # Clients without a limits call (kaggle < 2.2.4) learn of the daily limit only when Kaggle
@@ -83,8 +89,8 @@ def call(
     function: Callable[[], T], action: str, watched: bool = True, missing: tuple[str, str] | None = None
 ) -> T:
     """Any client call, with this module's retries, stall watch (unless `watched` is off) and one-line
-    errors; `action` says what it was doing ("pushing the kernel"), and `missing` what a 404 means:
-    (the thing Kaggle did not find, what to do), when it is not the competition."""
+    errors; `action` says what it was doing ("pushing the kernel"), and `missing` what the call is
+    about, for a 404 or a refusal: (the thing, what to do)."""
     return _with_retries((lambda: _watched(function)) if watched else function, action, missing)
 
 
@@ -96,13 +102,16 @@ def submission_limits(competition: str = COMPETITION) -> Any | None:
     return _with_retries(
         lambda: _watched(lambda: api.competition_get_submission_limits(competition)),
         "checking submission limits",
+        COMPETITION_MISSING,
     )
 
 
 def submissions(competition: str = COMPETITION) -> list:
     api = client()
     result = _with_retries(
-        lambda: _watched(lambda: api.competition_submissions(competition)), "listing your submissions"
+        lambda: _watched(lambda: api.competition_submissions(competition)),
+        "listing your submissions",
+        COMPETITION_MISSING,
     )
     return [s for s in (result or []) if s is not None]
 
@@ -258,6 +267,16 @@ def _explain(
 
     status = _status(exc)
     detail = _server_message(exc)
+    # kaggle >= 2.0.1 turns a 401/403 on a kernel call (status, output, logs) into a ValueError with
+    # this wording, which would otherwise read as a truncated download.
+    denied = isinstance(exc, ValueError) and "was denied" in str(exc)
+    if denied or (status == 403 and missing is not None and missing != COMPETITION_MISSING):
+        what, remedy = missing or ("kernel", "see https://www.kaggle.com/code")
+        return UserError(
+            f"Kaggle refused access to the {what} (401/403) while {action}: these credentials are not the "
+            "account that pushed it (check kaggle.json or KAGGLE_API_TOKEN), or it was deleted; "
+            f"{remedy}"
+        )
     if status == 401:
         return UserError(
             f"Kaggle rejected your credentials (401) while {action}: check the username and key in kaggle.json "
@@ -273,8 +292,8 @@ def _explain(
         return UserError(f"Kaggle found no {what}{_requested_file(exc)} (404) while {action}: {remedy}")
     if status == 404:
         return UserError(
-            f"Kaggle found no competition '{COMPETITION}' (404) while {action}: check the name, "
-            f"and that you joined it at {RULES_URL}"
+            f"Kaggle found nothing at the address asked{_requested_file(exc)} (404) while {action}: "
+            f"{detail or 'no details'}"
         )
     if status == 429:
         return UserError(

@@ -239,5 +239,18 @@ def test_a_404_names_what_kaggle_did_not_find_not_the_competition():
         "Kaggle found no output of kernel tester/k1 (kaggle-mnist-run.zip) (404) while downloading the "
         "kernel's output: run the same command again"
     )
-    # Without `missing`, a 404 is the competition's (its downloads and submissions).
-    assert "no competition 'digit-recognizer'" in kaggle_api._explain(error, "submitting").message
+    # The competition's calls say so; any other call does not blame the competition.
+    competition = kaggle_api._explain(error, "submitting", missing=kaggle_api.COMPETITION_MISSING)
+    assert "no competition 'digit-recognizer'" in competition.message
+    assert "competition" not in kaggle_api._explain(error, "pushing the kernel").message
+
+
+@pytest.mark.parametrize("method", ["GetKernelSessionStatus", "ListKernelSessionOutput"])
+def test_a_kernel_this_account_cannot_see_is_one_line(workspace, kaggle, env, method):
+    # kaggle >= 2.0.1 raises a ValueError for a 401/403 on these calls, not an HTTP error.
+    kaggle.state.always[method] = 403
+    result = run_cli("train", "--on", "kaggle", *QUICK, cwd=workspace, env=env, timeout=600)
+    assert_clean_failure(
+        result, "refused access to the", "kernel tester/kaggle-mnist-", "(401/403)", "kaggle.json"
+    )
+    assert "cut short" not in result.stderr and "client failed" not in result.stderr
