@@ -78,11 +78,17 @@ OnOption = Annotated[
 AcceleratorOption = Annotated[
     str,
     typer.Option(
-        help="Kaggle machine shape with --on kaggle: NvidiaTeslaT4 (T4 x2), NvidiaTeslaP100, NvidiaL4."
+        help="Kaggle GPU shape with --on kaggle: NvidiaTeslaT4 (two T4s, every account's), or where your "
+        "account has them NvidiaTeslaT4Highmem, NvidiaL4, NvidiaL4X1, NvidiaTeslaA100, NvidiaH100, "
+        "NvidiaRtxPro6000. TPUs are refused (this model would train on their CPU)."
     ),
 ]
 KernelsOption = Annotated[
-    int, typer.Option(help="With --on kaggle: split the members over this many kernels run at once.")
+    int,
+    typer.Option(
+        help="With --on kaggle: split the members over this many kernels, run two at a time (Kaggle's "
+        "limit of GPU sessions per account); the rest wait here and are pushed as those end."
+    ),
 ]
 BatchSizeOption = Annotated[int, typer.Option(help=BATCH_HELP)]
 Weights = Choice("Weights", {"mean": "mean", "oof": "oof"})

@@ -94,6 +94,61 @@ def call(
     return _with_retries((lambda: _watched(function)) if watched else function, action, missing)
 
 
+def kernel_output(ref: str, folder: Path, names: tuple[str, ...], missing: tuple[str, str]) -> list[Path]:
+    """Downloads the named files of a kernel's output into `folder`; returns their paths.
+
+    The client's `kernels_output` reads each file with no timeout (a stalled transfer hangs it for
+    ever) and, before kaggle 2.2, saves an error page in a file's place. Here the output is listed
+    through the client and each file fetched with a timeout on every read, to a temporary name that
+    becomes the file only once all of it arrived, and a failed fetch raises.
+    """
+    import requests  # a dependency of kaggle
+
+    api = client()
+    listing = _with_retries(
+        lambda: _watched(lambda: _output_files(api, ref)), "listing the kernel's output", missing
+    )
+    folder.mkdir(parents=True, exist_ok=True)
+    saved = []
+    for name in names:
+        url = listing.get(name)
+        if url is None:
+            continue  # the caller says what a missing file means
+
+        def fetch(url=url, target=folder / name) -> None:
+            partial = target.with_name(target.name + ".part")
+            with requests.get(url, stream=True, timeout=(STALL_SECONDS, STALL_SECONDS)) as response:
+                response.raise_for_status()
+                with open(partial, "wb") as out:
+                    for chunk in response.iter_content(1 << 20):
+                        out.write(chunk)
+            os.replace(partial, target)
+
+        _with_retries(fetch, "downloading the kernel's output", missing)
+        saved.append(folder / name)
+    return saved
+
+
+def _output_files(api: Any, ref: str) -> dict[str, str]:
+    """{file name: download URL} of a kernel's latest output, page by page."""
+    from kagglesdk.kernels.types.kernels_api_service import ApiListKernelSessionOutputRequest
+
+    owner, _, slug = ref.partition("/")
+    files: dict[str, str] = {}
+    token = None
+    with api.build_kaggle_client() as kaggle:
+        while True:
+            request = ApiListKernelSessionOutputRequest()
+            request.user_name, request.kernel_slug = owner, slug
+            if token:
+                request.page_token = token
+            response = kaggle.kernels.kernels_api_client.list_kernel_session_output(request)
+            files.update({f.file_name: f.url for f in response.files or []})
+            token = getattr(response, "next_page_token", None)
+            if not token:
+                return files
+
+
 def submission_limits(competition: str = COMPETITION) -> Any | None:
     """Today's submission counts, or None where the client (kaggle < 2.2.4) cannot tell."""
     api = client()
@@ -316,7 +371,8 @@ def _explain(
         return UserError(
             f"the download was cut short while {action} ({how}): run the same command again to resume it"
         )
-    if isinstance(exc, (requests.exceptions.Timeout, TimeoutError)):
+    # A read that times out inside a streamed body comes as a ConnectionError saying so.
+    if isinstance(exc, (requests.exceptions.Timeout, TimeoutError)) or "timed out" in str(exc).lower():
         return UserError(
             f"Kaggle did not answer in time while {action} ({_one_line(exc)}): check your connection and run again"
         )

@@ -46,10 +46,20 @@ from competition.runs import (
 )
 from competition.settings import TrainSettings
 
-PREDICT_BATCH = 1024
-MEMBER_BYTES = (
-    16 << 20
-)  # model.keras and best.keras of the bncnn (4 MB each), its predictions, a margin  # inference has no gradients to hold: big batches are free speed
+PREDICT_BATCH = 1024  # inference has no gradients to hold: big batches are free speed
+MEMBER_BYTES = 16 << 20  # model.keras and best.keras of the bncnn (4 MB each), its predictions, a margin
+# Inside a Kaggle kernel: the time (seconds since the epoch) after which training stops at the next
+# epoch's end, before Kaggle ends the session and takes everything with it (kernels.run_in_kernel).
+DEADLINE_VARIABLE = "KAGGLE_MNIST_DEADLINE"
+
+
+class SessionDeadline(Exception):
+    """Training stopped at an epoch's end because the session's deadline passed: the finished members
+    and the half-trained one's backup are on disk in `run_dir`, and the same run continues from them."""
+
+    def __init__(self, run_dir: Path | None = None):
+        super().__init__(f"stopped at the session's deadline: {run_dir}")
+        self.run_dir = run_dir
 
 
 # ----------------------------------------------------------------------------------------------
@@ -152,10 +162,13 @@ def _train_run(run: Run, new, rows: RunRows, gpus, workers, only, quiet, started
     with RunProgress(
         len(todo) * settings.epochs * steps_per_epoch, quiet, expected_seconds=expected
     ) as progress:
-        if workers > 1:
-            train_in_workers(run, todo, workers, gpus, steps_per_epoch, progress)
-        else:
-            _train_members(run, todo, images, labels, rows.test_images, folds, progress)
+        try:
+            if workers > 1:
+                train_in_workers(run, todo, workers, gpus, steps_per_epoch, progress)
+            else:
+                _train_members(run, todo, images, labels, rows.test_images, folds, progress)
+        except SessionDeadline:
+            raise SessionDeadline(run_dir) from None
     missing = [m for m in settings.members if not run.member_done(*m)]
     if missing:
         console.print(
@@ -233,6 +246,10 @@ def cpu_workers(settings: TrainSettings, members: int, train_rows: int) -> int:
     return 2
 
 
+# A worker's exit code when it stopped at the session's deadline (EX_TEMPFAIL: try again later).
+DEADLINE_EXIT = 75
+
+
 def train_in_workers(run: Run, todo, workers, gpus, steps_per_epoch, progress) -> None:
     """Members spread over `workers` processes, one GPU each (as on a Kaggle "T4 x2" notebook), or on
     a CPU the run's `cpu_threads` cores each: members are independent, so this scales without the
@@ -246,6 +263,7 @@ def train_in_workers(run: Run, todo, workers, gpus, steps_per_epoch, progress) -
     devices = visible or [str(i) for i in range(len(gpus))]  # more workers than GPUs share them in turn
     started = {m: _epochs_logged(run.member_dir(*m)) for m in todo}
     procs = []
+    stopped = set()  # workers that stopped at the session's deadline (the others soon follow)
     try:
         for w in range(workers):
             share = todo[w::workers]
@@ -275,7 +293,8 @@ def train_in_workers(run: Run, todo, workers, gpus, steps_per_epoch, progress) -
                         f"member {settings.members.index(m) + 1}/{len(settings.members)} (fold {m[0]}, "
                         f"seed {m[1]}): val acc {result['val_accuracy']:.4%} in {result['seconds']:.0f} s"
                     )
-            failed = [(w, p, log) for w, p, log in procs if p.poll() not in (None, 0)]
+            stopped |= {w for w, p, _ in procs if p.poll() == DEADLINE_EXIT}
+            failed = [(w, p, log) for w, p, log in procs if p.poll() not in (None, 0, DEADLINE_EXIT)]
             if failed:
                 w, proc, log_path = failed[0]
                 lines = log_path.read_text(errors="replace").strip().splitlines() or ["(no output)"]
@@ -283,7 +302,9 @@ def train_in_workers(run: Run, todo, workers, gpus, steps_per_epoch, progress) -
                     f"training worker {w} stopped (exit {proc.returncode}): {lines[-1]} "
                     f"(its log: {log_path}); rerun the same command to continue"
                 )
-            if all(p.poll() == 0 for _, p, _ in procs):
+            if all(p.poll() is not None for _, p, _ in procs):
+                if stopped:
+                    raise SessionDeadline()
                 return
             time.sleep(1)
     finally:
@@ -329,7 +350,7 @@ def _train_member(run: Run, fold, seed_index, images, labels, test_images, folds
             # EpochBatches already shuffles by (seed, epoch); Keras' own shuffle of the batch order uses
             # Python's global `random`, which a resumed process cannot reproduce.
             shuffle=False,
-            callbacks=member_callbacks(settings, folder, batches, seed, timing),
+            callbacks=member_callbacks(settings, folder, batches, seed, timing) + _deadline(settings),
             verbose=0,
         )
         storage.write_atomic(folder / "model.keras", model.save)
@@ -426,6 +447,26 @@ def member_callbacks(settings: TrainSettings, folder: Path, batches: EpochBatche
     stateful = [c for c in callbacks if hasattr(c, "wait") or c is checkpoint]
     callbacks.append(ExactBackup(folder / "backup", stateful))
     return callbacks
+
+
+def _deadline(settings: TrainSettings) -> list:
+    """The session's deadline as a callback, after the backup (which must have saved the epoch first),
+    when one is set."""
+    deadline = os.environ.get(DEADLINE_VARIABLE)
+    return [StopAtDeadline(float(deadline), settings.epochs)] if deadline else []
+
+
+class StopAtDeadline(keras.callbacks.Callback):
+    """Ends training at the first epoch's end past `deadline`, unless that was the member's last epoch
+    (then it finishes: saving and predicting take seconds). Every session trains at least one epoch."""
+
+    def __init__(self, deadline: float, epochs: int):
+        super().__init__()
+        self.deadline, self.epochs = deadline, epochs
+
+    def on_epoch_end(self, epoch, logs=None):
+        if time.time() >= self.deadline and epoch + 1 < self.epochs:
+            raise SessionDeadline()
 
 
 class MemberProgress(keras.callbacks.Callback):

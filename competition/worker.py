@@ -42,7 +42,11 @@ def main(argv: list[str]) -> int:
         backend.select(storage.read_json(run_dir / "config.json")["settings"]["backend"])
         from competition import train
 
-        train.work(run_dir, names)
+        try:
+            train.work(run_dir, names)
+        except train.SessionDeadline:
+            print("stopped at the session's deadline; the backup holds the last finished epoch", flush=True)
+            return train.DEADLINE_EXIT
     except UserError as exc:
         print(f"error: {exc.message}", flush=True)
         return exc.exit_code

@@ -63,6 +63,13 @@ class KaggleState:
     damage_output: bool = False  # output downloads answer 404 with an HTML body
     stale_status: str = ""  # the first status after a push: the previous version's
     kernel_failure: str = ""  # a finished kernel reports ERROR with this message (e.g. Kaggle's time limit)
+    # Kaggle's limit on GPU sessions per account at once (0 = none), and sessions held elsewhere (open
+    # notebooks): a push beyond it is refused the way Kaggle refuses it.
+    gpu_session_limit: int = 0
+    other_sessions: int = 0
+    most_running: int = 0  # the most kernels that ran at once
+    session_seconds: float = 0.0  # Kaggle ends a session after this long (0 = never): killed, ERROR
+    output_stall_seconds: float = 0.0  # an output download sends its headers, then nothing for this long
 
 
 class FakeKaggle:
@@ -164,6 +171,8 @@ class _Handler(BaseHTTPRequestHandler):
         path = self._path()
         if path.startswith("/files/"):
             return self._serve_archive(state.archive)
+        if path.startswith("/api/v1/kernels/logs/stream/"):
+            return self._stream_log(path.rsplit("/", 1)[-1])
         if path.startswith("/kernel-output/"):
             slug, _, name = path[len("/kernel-output/") :].partition("/")
             kernel = state.kernels.get(slug)
@@ -180,6 +189,9 @@ class _Handler(BaseHTTPRequestHandler):
             self.send_response(200)
             self.send_header("Content-Length", str(len(body)))
             self.end_headers()
+            if state.output_stall_seconds:
+                self.wfile.flush()
+                self.fake.stop_event.wait(state.output_stall_seconds)
             self.wfile.write(body)
             return None
         return self._error(404, "not found")
@@ -280,6 +292,12 @@ class _Handler(BaseHTTPRequestHandler):
         state = self.fake.state
         if state.kernel_push_error:
             return self._send_json(200, {"error": state.kernel_push_error})
+        running = sum(1 for k in state.kernels.values() if _running(k))
+        if state.gpu_session_limit and running + state.other_sessions >= state.gpu_session_limit:
+            # Kaggle answers 200 with the refusal in "error", as for its other refusals.
+            error = f"Maximum batch GPU session count of {state.gpu_session_limit} reached."
+            return self._send_json(200, {"error": error})
+        state.most_running = max(state.most_running, running + 1)
         owner, _, slug = str(payload.get("slug", "")).partition("/")
         previous = state.kernels.get(slug)
         version = previous["version"] + 1 if previous else 1
@@ -289,6 +307,10 @@ class _Handler(BaseHTTPRequestHandler):
         for name in ("train.csv", "test.csv", "sample_submission.csv"):
             if (state.kernel_input / name).is_file() and not (state.break_kernel and name == "test.csv"):
                 shutil.copyfile(state.kernel_input / name, inputs / name)
+        # Another kernel's output as input, as Kaggle mounts it: /kaggle/input/<its slug>/.
+        for source in payload.get("kernelDataSources") or []:
+            other = state.kernels[source.partition("/")[2]]
+            shutil.copytree(other["working"], folder / "input" / source.partition("/")[2])
         (folder / "working").mkdir()
         (folder / "script.py").write_text(payload.get("text", ""), encoding="utf-8")
         kernel = {
@@ -298,10 +320,13 @@ class _Handler(BaseHTTPRequestHandler):
             "log": [],
             "process": None,
             "stale": state.stale_status,
+            "killed": False,
         }
         state.kernels[slug] = kernel
         state.pushes.append(payload)
-        threading.Thread(target=_run_kernel, args=(kernel, state.kernel_queue_seconds), daemon=True).start()
+        threading.Thread(
+            target=_run_kernel, args=(kernel, state.kernel_queue_seconds, state.session_seconds), daemon=True
+        ).start()
         self._send_json(
             200,
             {
@@ -324,6 +349,9 @@ class _Handler(BaseHTTPRequestHandler):
         process = kernel["process"]
         if process is None or process.poll() is None:
             return self._send_json(200, {"status": "QUEUED" if process is None else "RUNNING"})
+        if kernel["killed"]:
+            message = "Your notebook was stopped because it exceeded the max allowed execution duration"
+            return self._send_json(200, {"status": "ERROR", "failureMessage": message})
         if self.fake.state.kernel_failure:
             return self._send_json(200, {"status": "ERROR", "failureMessage": self.fake.state.kernel_failure})
         if process.returncode == 0:
@@ -340,12 +368,53 @@ class _Handler(BaseHTTPRequestHandler):
             for p in sorted(kernel["working"].iterdir())
             if p.is_file()
         ]
-        log = json.dumps([{"stream_name": "stdout", "time": 0.0, "data": line} for line in kernel["log"]])
+        # Kaggle stores a session's log when the session ends; before that there is none to list.
+        lines = [] if _running(kernel) else kernel["log"]
+        log = json.dumps([{"stream_name": "stdout", "time": 0.0, "data": line} for line in lines])
         self._send_json(200, {"files": files, "log": log})
 
+    def _stream_log(self, slug: str) -> None:
+        """The log stream of kaggle >= 2.2.3: server-sent events while the session runs, ended by
+        END_OF_LOG; the stored log as JSON once it has ended."""
+        kernel = self.fake.state.kernels.get(slug)
+        if kernel is None:
+            return self._error(404, "Kernel not found")
+        if not _running(kernel):
+            lines = [{"stream_name": "stdout", "time": 0.0, "data": line} for line in kernel["log"]]
+            return self._send_json(200, lines)
+        self.send_response(200)
+        self.send_header("Content-Type", "text/event-stream")
+        self.send_header("Transfer-Encoding", "chunked")
+        self.end_headers()
 
-def _run_kernel(kernel: dict, queue_seconds: float) -> None:
-    """Runs a pushed script as Kaggle would: its own process, /kaggle mounted, output in working/."""
+        def send(text: str) -> None:
+            data = text.encode()
+            self.wfile.write(f"{len(data):x}\r\n".encode() + data + b"\r\n")
+            self.wfile.flush()
+
+        sent = 0
+        while True:
+            running = _running(kernel)
+            lines = list(kernel["log"])
+            for line in lines[sent:]:
+                send("data: " + json.dumps({"stream_name": "stdout", "time": 0.0, "data": line}) + "\n\n")
+            sent = len(lines)
+            if not running or self.fake.stop_event.is_set():
+                break
+            time.sleep(0.1)
+        send("data: END_OF_LOG\n\n")
+        self.wfile.write(b"0\r\n\r\n")
+        self.wfile.flush()
+
+
+def _running(kernel: dict) -> bool:
+    """Queued or running: holding one of the account's GPU sessions."""
+    return kernel["process"] is None or kernel["process"].poll() is None
+
+
+def _run_kernel(kernel: dict, queue_seconds: float, session_seconds: float) -> None:
+    """Runs a pushed script as Kaggle would: its own process, /kaggle mounted, output in working/;
+    killed when the session's time is up."""
     time.sleep(queue_seconds)
     env = {k: v for k, v in os.environ.items() if not k.startswith(("KAGGLE", "PYTHONPATH"))}
     env.update(
@@ -365,6 +434,14 @@ def _run_kernel(kernel: dict, queue_seconds: float) -> None:
         text=True,
     )
     kernel["process"] = process
+    if session_seconds:
+
+        def time_up() -> None:
+            if process.poll() is None:
+                kernel["killed"] = True
+                process.kill()
+
+        threading.Timer(session_seconds, time_up).start()
     for line in process.stdout:
         kernel["log"].append(line)
     process.wait()

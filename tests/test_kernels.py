@@ -4,6 +4,7 @@ the pushed script: push, follow, download, verify, install; re-attach; every fai
 from __future__ import annotations
 
 import json
+import re
 import signal
 import time
 from importlib.metadata import version
@@ -17,7 +18,7 @@ from tests.fake_kaggle import FakeKaggle, KaggleState
 from tests.test_fetch_api import kaggle_env
 
 # float32: the fake kernel runs on this CPU, where the GPU default (mixed float16) is emulated and slow.
-KAGGLE_CLIENT = tuple(int(part) for part in version("kaggle").split(".")[:2])
+KAGGLE_CLIENT = tuple(int(part) for part in version("kaggle").split(".")[:3])
 QUICK = ["--folds", "2", "--seeds", "1", "--epochs", "1", "--subset", "2000", "--precision", "float32"]
 
 
@@ -58,6 +59,7 @@ def test_train_on_kaggle_pushes_once_and_installs_a_run_predict_uses(workspace, 
     assert not push.get("enableInternet")
     assert "Downloaded and verified the run from Kaggle" in result.stdout and "CV accuracy" in result.stdout
     (run_id,) = installed(workspace)
+    assert re.fullmatch(r"\d{8}-\d{6}-bncnn-2x1", run_id), run_id  # the run's own id, as trained
     run_dir = workspace / "ensembles" / run_id
     config = json.loads((run_dir / "config.json").read_text())
     assert config["settings"]["batch_size"] == 256  # resolved for the kernel's GPU
@@ -86,10 +88,10 @@ def test_interrupting_the_wait_detaches_and_the_same_command_reattaches(workspac
     proc.send_signal(signal.SIGINT)
     out, err = proc.communicate(timeout=60)
     assert proc.returncode == 130, out + err
-    assert "detached; the kernel keeps running on Kaggle" in err and "run the same command again" in err
+    assert "detached; the kernels keep running on Kaggle" in err and "run the same command again" in err
     resumed = run_cli("train", "--on", "kaggle", *QUICK, cwd=workspace, env=env, timeout=600)
     assert resumed.returncode == 0, resumed.output
-    assert "Re-attaching to the kernel already pushed for this run: tester/kaggle-mnist-" in resumed.stdout
+    assert "Re-attaching to the kernels already pushed for this run: tester/kaggle-mnist-" in resumed.stdout
     assert len(kaggle.state.pushes) == 1  # re-attached, not pushed again
     assert len(installed(workspace)) == 1
 
@@ -127,13 +129,8 @@ def test_members_split_over_two_kernels_make_one_run(workspace, kaggle, env):
 def test_damaged_output_is_never_installed(workspace, kaggle, env):
     kaggle.state.damage_output = True  # each output file answers 404 with an HTML body
     result = run_cli("train", "--on", "kaggle", *QUICK, cwd=workspace, env=env, timeout=600)
-    # kaggle < 2.2 saves that body in the file's place and returns; newer clients raise on the 404.
-    if KAGGLE_CLIENT < (2, 2):
-        assert_clean_failure(result, "kaggle-mnist-run.json from kernel", "is damaged")
-    else:
-        assert_clean_failure(
-            result, "no output of kernel", "(kaggle-mnist-run", "(404)", "same command again"
-        )
+    # Never saved in the file's place (as kaggle < 2.2's own download does): a 404 is a failure.
+    assert_clean_failure(result, "no output of kernel", "(kaggle-mnist-run", "(404)", "same command again")
     assert "competition" not in result.stderr
     assert installed(workspace) == []
     assert not list((workspace / "ensembles").glob(".*partial*"))
@@ -199,7 +196,7 @@ def test_kernel_script_prints_a_script_a_notebook_can_run(workspace):
     assert result.returncode == 0, result.output
     compile(result.stdout, "train.py", "exec")
     assert '\\"folds\\": 3' in result.stdout and '\\"epochs\\": 7' in result.stdout
-    assert "kernels.run_in_kernel(SETTINGS, MEMBERS)" in result.stdout
+    assert "kernels.run_in_kernel(SETTINGS, MEMBERS, STARTED + SESSION_SECONDS)" in result.stdout
 
 
 def script_settings(script: str) -> dict:
@@ -254,3 +251,131 @@ def test_a_kernel_this_account_cannot_see_is_one_line(workspace, kaggle, env, me
         result, "refused access to the", "kernel tester/kaggle-mnist-", "(401/403)", "kaggle.json"
     )
     assert "cut short" not in result.stderr and "client failed" not in result.stderr
+
+
+# ----------------------------------------------------------------------------------------------
+# Kaggle's limits, as the real service has them
+
+
+def member_predictions(run_dir) -> dict[str, bytes]:
+    """Every member's out-of-fold and test probabilities, as bytes: equal means equal to the last bit."""
+    files = sorted((run_dir / "members").glob("*/test.npy")) + sorted((run_dir / "members").glob("*/oof.npz"))
+    return {f"{p.parent.name}/{p.name}": p.read_bytes() for p in files}
+
+
+def test_kernels_beyond_the_accounts_gpu_sessions_wait_here_and_all_finish(workspace, kaggle, env):
+    kaggle.state.gpu_session_limit = 2
+    three = [*QUICK[:1], "3", *QUICK[2:]]  # --folds 3: three members, one per kernel
+    result = run_cli("train", "--on", "kaggle", *three, "--kernels", "3", cwd=workspace, env=env, timeout=900)
+    assert result.returncode == 0, result.output
+    assert "1 more kernel(s) wait here for a GPU session" in result.stdout
+    assert len(kaggle.state.pushes) == 3 and kaggle.state.most_running <= 2
+    (run_id,) = installed(workspace)
+    metrics = json.loads((workspace / "ensembles" / run_id / "metrics.json").read_text())
+    assert sorted(m["name"] for m in metrics["members"]) == ["f0-s0", "f1-s0", "f2-s0"]
+
+
+def test_gpu_sessions_taken_by_other_notebooks_are_one_line(workspace, kaggle, env):
+    kaggle.state.gpu_session_limit, kaggle.state.other_sessions = 2, 2
+    result = run_cli("train", "--on", "kaggle", *QUICK, cwd=workspace, env=env)
+    assert_clean_failure(result, "at most 2 GPU sessions per account", "stop one", "same command again")
+    assert kaggle.state.pushes == []
+
+
+def test_a_failed_kernel_whose_log_cannot_be_read_is_still_forgotten(workspace, kaggle, env):
+    kaggle.state.break_kernel = True
+    # The log read after the failure finds nothing (404); the failure is still reported and forgotten.
+    kaggle.state.always["ListKernelSessionOutput"] = 404
+    result = run_cli("train", "--on", "kaggle", *QUICK, cwd=workspace, env=env, timeout=600)
+    assert_clean_failure(result, "the kernel failed", "no log", "the same command pushes it again")
+    kaggle.state.break_kernel = False
+    del kaggle.state.always["ListKernelSessionOutput"]
+    again = run_cli("train", "--on", "kaggle", *QUICK, cwd=workspace, env=env, timeout=600)
+    assert again.returncode == 0, again.output
+    assert len(kaggle.state.pushes) == 2 and len(installed(workspace)) == 1
+
+
+def test_a_retired_gpu_is_mapped_and_a_tpu_refused_in_one_line(workspace, kaggle, env):
+    tpu = run_cli("train", "--on", "kaggle", *QUICK, "--accelerator", "TpuV6E8", cwd=workspace, env=env)
+    assert_clean_failure(tpu, "TpuV6E8 is a TPU", "NvidiaTeslaT4")
+    other = run_cli("train", "--on", "kaggle", *QUICK, "--accelerator", "Gpu9000", cwd=workspace, env=env)
+    assert_clean_failure(other, "Gpu9000 is not a Kaggle GPU shape", "NvidiaTeslaT4")
+    assert kaggle.state.pushes == []
+    p100 = run_cli(
+        "train",
+        "--on",
+        "kaggle",
+        *QUICK,
+        "--accelerator",
+        "NvidiaTeslaP100",
+        cwd=workspace,
+        env=env,
+        timeout=600,
+    )
+    assert p100.returncode == 0, p100.output
+    assert "NvidiaTeslaP100 is retired on Kaggle" in p100.stdout
+    assert [p["machineShape"] for p in kaggle.state.pushes] == ["NvidiaTeslaT4"]
+    help_text = run_cli("train", "--help", cwd=workspace).stdout
+    assert "NvidiaTeslaT4" in help_text and "P100" not in help_text
+
+
+def test_a_stalled_output_download_ends_in_one_line_and_the_rerun_fetches_it(workspace, kaggle, env):
+    kaggle.state.output_stall_seconds = 60
+    stalled = {**env, "KAGGLE_MNIST_NETWORK_TIMEOUT": "2"}
+    result = run_cli("train", "--on", "kaggle", *QUICK, cwd=workspace, env=stalled, timeout=600)
+    assert_clean_failure(result, "did not answer in time", "downloading the kernel's output")
+    assert installed(workspace) == []
+    kaggle.state.output_stall_seconds = 0
+    again = run_cli("train", "--on", "kaggle", *QUICK, cwd=workspace, env=env, timeout=600)
+    assert again.returncode == 0, again.output
+    assert len(kaggle.state.pushes) == 1 and len(installed(workspace)) == 1  # fetched, not pushed again
+
+
+def test_progress_comes_from_the_live_log_where_the_client_streams_it(workspace, kaggle, env):
+    result = run_cli("train", "--on", "kaggle", *QUICK, cwd=workspace, env=env, timeout=600)
+    assert result.returncode == 0, result.output
+    assert "Estimated GPU time: about" in result.stdout and "assumed rate" in result.stdout
+    # The stored log is empty until the session ends (as on Kaggle), so a "member i/n" line in the
+    # status can only have come from the live stream (kaggle >= 2.2.3).
+    status = [line for line in result.stdout.splitlines() if line.startswith("Kaggle: ")]
+    if KAGGLE_CLIENT >= (2, 2, 3):  # the first client with a log stream
+        assert any("member 1/2" in line for line in status), status
+    else:
+        assert status and all("progress shows when the kernel ends" in line for line in status), status
+
+
+def test_a_kernel_stopped_by_the_session_limit_continues_and_matches_an_uninterrupted_run(
+    workspace, tmp_path, kaggle, env
+):
+    two_epochs = [*QUICK[:4], "--epochs", "2", *QUICK[6:]]
+    # A session limit of one second: each kernel stops after its first epoch past it and the next
+    # continues from its output; members are trained in 3 sessions (f0 epoch 1 | f0 epoch 2, f1 epoch 1
+    # | f1 epoch 2).
+    short = {**env, "KAGGLE_MNIST_SESSION_SECONDS": "1"}
+    result = run_cli("train", "--on", "kaggle", *two_epochs, cwd=workspace, env=short, timeout=900)
+    assert result.returncode == 0, result.output
+    assert result.stdout.count("stopped before Kaggle's session limit") == 2
+    assert len(kaggle.state.pushes) == 3
+    first, second, third = (p["slug"] for p in kaggle.state.pushes)
+    assert kaggle.state.pushes[1]["kernelDataSources"] == [first]
+    assert kaggle.state.pushes[2]["kernelDataSources"] == [second]
+    (run_id,) = installed(workspace)
+    # The same run in one session, in another workspace on the same fake Kaggle.
+    other = tmp_path / "other"
+    other.mkdir()
+    assert run_cli("fetch", "--from", str(tmp_path / "csvs"), cwd=other, env=env).returncode == 0
+    whole = run_cli("train", "--on", "kaggle", *two_epochs, cwd=other, env=env, timeout=900)
+    assert whole.returncode == 0, whole.output
+    (other_id,) = installed(other)
+    resumed = member_predictions(workspace / "ensembles" / run_id)
+    assert len(resumed) == 4 and resumed == member_predictions(other / "ensembles" / other_id)
+
+
+def test_a_session_killed_at_kaggles_limit_is_pushed_again_by_the_same_command(workspace, kaggle, env):
+    kaggle.state.session_seconds = 2  # Kaggle kills it: nothing comes home
+    result = run_cli("train", "--on", "kaggle", *QUICK, cwd=workspace, env=env, timeout=600)
+    assert_clean_failure(result, "hit Kaggle's time limit", "the same command pushes it again")
+    kaggle.state.session_seconds = 0
+    again = run_cli("train", "--on", "kaggle", *QUICK, cwd=workspace, env=env, timeout=600)
+    assert again.returncode == 0, again.output
+    assert len(kaggle.state.pushes) == 2 and len(installed(workspace)) == 1
