@@ -18,7 +18,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
-from competition import COMPETITION
+from competition import COMPETITION, paths
 from competition.errors import UserError
 
 T = TypeVar("T")
@@ -244,6 +244,13 @@ def _require_credentials() -> None:
                     "(see kaggle.json.example)"
                 ) from None
             return
+    if paths.in_kaggle_notebook():
+        raise UserError(
+            "no Kaggle credentials in this notebook: to submit from a notebook, save a version (Save "
+            "Version > Save & Run All) with submission.csv in /kaggle/working and press Submit on its "
+            "Output; or add your API token's username and key as the notebook's Secrets (Add-ons > "
+            "Secrets) and set KAGGLE_USERNAME and KAGGLE_KEY from them before running kaggle-mnist"
+        )
     raise UserError(
         f"no Kaggle credentials found: create an API token at {SETTINGS_URL} > API and save it as "
         f"{credential_locations()[0]} (chmod 600; see kaggle.json.example), or set KAGGLE_USERNAME and "

@@ -34,6 +34,11 @@ def workspace() -> Path:
 
 
 def data_dir() -> Path:
+    """The CSVs and their cache. In a Kaggle notebook they go to /kaggle/temp, not /kaggle/working:
+    Kaggle saves the latter as the notebook's output, and 175 MB of copies of its input are not
+    output anyone wants (they come back from /kaggle/input in seconds)."""
+    if not os.environ.get("KAGGLE_MNIST_WORKSPACE") and workspace() == kaggle_root() / "working":
+        return kaggle_root() / "temp" / "data" / COMPETITION
     return workspace() / "data" / COMPETITION
 
 

@@ -288,7 +288,9 @@ def test_kaggle_notebook_mounted_input(workspace, tmp_path, monkeypatch, layout)
     assert paths.workspace() == root / "working"
     summary, log = _fetch(None)
     assert summary["rows"]["train.csv"] == 40 and layout in log
-    assert (root / "working" / "data" / "digit-recognizer" / "cache" / "manifest.json").is_file()
+    # Not in /kaggle/working, which Kaggle saves as the notebook's output.
+    assert (root / "temp" / "data" / "digit-recognizer" / "cache" / "manifest.json").is_file()
+    assert not (root / "working" / "data").exists()
 
 
 def test_kaggle_notebook_without_competition_input(workspace, tmp_path, monkeypatch):

@@ -182,3 +182,17 @@ def test_a_submission_without_a_ref_is_one_ledger_row(workspace, tmp_path, kaggl
     ledger = pd.read_csv(workspace / "submissions" / "ledger.csv", dtype=str, keep_default_na=False)
     assert len(ledger) == 1, ledger
     assert ledger.loc[0, "status"] == "COMPLETE" and ledger.loc[0, "ref"] == "1000"
+
+
+def test_submit_in_a_notebook_without_credentials_says_how_notebooks_submit(tmp_path, monkeypatch):
+    from competition import kaggle_api
+    from competition.errors import UserError
+
+    for name in ("KAGGLE_API_TOKEN", "KAGGLE_USERNAME", "KAGGLE_KEY", "KAGGLE_CONFIG_DIR"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("KAGGLE_MNIST_KAGGLE_ROOT", str(tmp_path / "kaggle"))
+    monkeypatch.setenv("KAGGLE_KERNEL_RUN_TYPE", "Interactive")
+    with pytest.raises(UserError, match="Save & Run All") as refused:
+        kaggle_api._require_credentials()
+    assert "Secrets" in refused.value.message and "KAGGLE_USERNAME" in refused.value.message
