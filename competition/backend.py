@@ -14,7 +14,9 @@ import time
 from competition.errors import UserError
 from competition.versions import require as require_supported_versions
 
-BACKEND_MODULES = {"tensorflow": "tensorflow", "jax": "jax", "torch": "torch"}
+# The Keras backends offered: TensorFlow (Kaggle's notebooks) and JAX (tested in CI too). PyTorch is not
+# offered: nothing here tests it, and its trainer runs this model eagerly.
+BACKEND_MODULES = {"tensorflow": "tensorflow", "jax": "jax"}
 # What importing the backend and Keras took in this process: every worker process of a run pays it again.
 import_seconds = 0.0
 
@@ -48,7 +50,7 @@ def select(name: str) -> None:
     started = time.perf_counter()
     try:
         with _quiet_native_stderr():
-            __import__({"tensorflow": "tensorflow", "jax": "jax", "torch": "torch"}[name])
+            __import__(BACKEND_MODULES[name])
             # Keras' first import loads more of the backend, which probes for CUDA again.
             import keras  # noqa: F401
         import_seconds = time.perf_counter() - started
@@ -91,10 +93,6 @@ def gpus() -> list[str]:
         import jax
 
         return [str(d) for d in jax.devices() if d.platform == "gpu"]
-    if backend == "torch":
-        import torch
-
-        return [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
     return []
 
 
@@ -158,7 +156,6 @@ def versions() -> dict[str, str]:
         "keras",
         "tensorflow",
         "jax",
-        "torch",
         "numpy",
         "pandas",
         "scikit-learn",

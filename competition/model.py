@@ -200,6 +200,10 @@ class RandomAffine(layers.Layer):
         kwargs["dtype"] = "float32"
         super().__init__(**kwargs)
         self.rotation_degrees, self.zoom, self.shift, self.seed = rotation_degrees, zoom, shift, seed
+        # TensorFlow's image warp (ImageProjectiveTransformV3) has no XLA kernel: a model holding it
+        # must not be compiled by XLA there, which Keras' jit_compile="auto" would do on a GPU (and
+        # fail at the first step). Keras' own RandomRotation says the same. JAX's warp compiles.
+        self.supports_jit = keras.backend.backend() != "tensorflow"
         # Its state variable ends in "seed_generator_state", which resume.EpochSeeds reseeds each epoch.
         self.seed_generator = keras.random.SeedGenerator(seed)
 

@@ -13,7 +13,7 @@ class Choice(enum.StrEnum):
 
 
 Arch = Choice("Arch", {name: name for name in ("bncnn", "m5", "lenet", "mlp")})
-Backend = Choice("Backend", {name: name for name in ("tensorflow", "jax", "torch")})
+Backend = Choice("Backend", {name: name for name in ("tensorflow", "jax")})
 Precision = Choice("Precision", {name: name for name in ("auto", "float32", "mixed", "bfloat16")})
 Schedule = Choice("Schedule", {name: name for name in ("exponential", "plateau", "cosine")})
 ARCHS = tuple(a.value for a in Arch)

@@ -53,6 +53,11 @@ MEMBER_BYTES = 16 << 20  # model.keras and best.keras of the bncnn (4 MB each), 
 DEADLINE_VARIABLE = "KAGGLE_MNIST_DEADLINE"
 
 
+# Keras' "auto": XLA on a GPU; off on a CPU, where it is several times slower. A test sets True to
+# compile the GPU path's XLA graph (custom layers included) on a CPU.
+JIT_COMPILE: bool | str = "auto"
+
+
 class SessionDeadline(Exception):
     """Training stopped at an epoch's end because the session's deadline passed: the finished members
     and the half-trained one's backup are on disk in `run_dir`, and the same run continues from them."""
@@ -337,7 +342,7 @@ def _train_member(run: Run, fold, seed_index, images, labels, test_images, folds
             optimizer=_optimizer(settings, len(batches)),
             loss=_loss(settings),
             metrics=["accuracy"],
-            jit_compile="auto",  # XLA on GPU; off on CPU, where it is several times slower
+            jit_compile=JIT_COMPILE,
         )
         timing = MemberProgress(progress, label, settings.epochs, settings.batch_size)
         validation = {}

@@ -53,7 +53,7 @@ def problem(found: dict[str, str | None]) -> str | None:
 
 def require(backend: str = "tensorflow") -> None:
     """Raises one UserError if Keras, typer or (as the backend) TensorFlow is missing or too old; JAX
-    and torch runs do not load TensorFlow."""
+    runs do not load TensorFlow."""
     needed = ("keras", "typer") + (("tensorflow",) if backend == "tensorflow" else ())
     line = problem({module: installed(module) for module in needed})
     if line:

@@ -301,7 +301,7 @@ def test_predict_uses_the_backend_of_the_run_it_predicts_with(run_copy):
     newer = workspace / "ensembles" / "29991231-000000-bncnn-2x2"
     newer.mkdir()
     config = json.loads((run_dir / "config.json").read_text())
-    config["settings"]["backend"] = "torch"
+    config["settings"]["backend"] = "jax"
     (newer / "config.json").write_text(json.dumps(config))
     result = run_cli("predict", "--tta", cwd=workspace, env={"KAGGLE_MNIST_WORKSPACE": str(workspace)})
     assert result.returncode == 0, result.output

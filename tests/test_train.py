@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -587,3 +588,91 @@ def test_augmentation_ranges_are_options_of_train_and_run(tmp_path):
             "error: --rotation must be 0 or more, --zoom and --shift at least 0 and below 1"
         )
         assert not (tmp_path / "data").exists()
+
+
+# ----------------------------------------------------------------------------------------------
+# The GPU path and the other backend, as far as this CPU goes
+
+
+@pytest.fixture
+def float32_after():
+    yield
+    keras.mixed_precision.set_global_policy("float32")
+
+
+def test_the_gpu_settings_train_on_a_cpu_as_xla_would_compile_them(tiny_data, monkeypatch, float32_after):
+    # What `resolved(gpu=True)` gives (mixed float16, batch 256, the fold scored after every epoch),
+    # compiled the way Keras' jit_compile="auto" decides on a GPU: float16 is emulated here, so the
+    # data is tiny.
+    gpu = TrainSettings(folds=2, seeds=1, epochs=2, subset=300).resolved(gpu=True)
+    assert (gpu.precision, gpu.batch_size, gpu.epoch_validation) == ("mixed", 256, True)
+    from keras.src.trainers.trainer import model_supports_jit
+    from tensorflow.python.framework import config as tf_config
+
+    from competition.model import build_model
+
+    # As on a GPU, where ops are not made deterministic (Keras turns XLA off where they are), "auto"
+    # compiles with XLA exactly when every layer says it can; then it must train.
+    monkeypatch.setattr(training.backend, "make_deterministic", tf_config.disable_op_determinism)
+    tf_config.disable_op_determinism()
+    monkeypatch.setattr(training, "JIT_COMPILE", model_supports_jit(build_model()))
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", UserWarning)  # "Model doesn't support jit_compile=True"
+            run_dir = training.train(gpu, quiet=True)
+    finally:
+        tf_config.enable_op_determinism()
+    run = Run(run_dir)
+    assert run.settings.precision == "mixed" and run.settings.batch_size == 256
+    model = keras.models.load_model(run_dir / "members" / "f0-s0" / "model.keras")
+    assert model.dtype_policy.name == "mixed_float16"
+    for member in ("f0-s0", "f1-s0"):
+        history = (run_dir / "members" / member / "history.csv").read_text().splitlines()
+        assert "val_accuracy" in history[0] and len(history) == 3  # a header and two scored epochs
+    assert 0.0 <= run.metrics["cv_accuracy"] <= 1.0
+
+
+def test_one_worker_per_gpu_pinned_with_cuda_visible_devices(tiny_data, monkeypatch, float32_after):
+    # Two GPUs as the backend would report them on a Kaggle T4 x2; the worker processes, finding no GPU
+    # behind the device number they are given, train on this CPU with the GPU settings.
+    monkeypatch.setattr(training.backend, "gpus", lambda: ["GPU:0", "GPU:1"])
+    pinned = []
+    popen = subprocess.Popen
+
+    def recording_popen(command, env=None, **kwargs):
+        if "competition.worker" in command:
+            pinned.append(env.get("CUDA_VISIBLE_DEVICES"))
+        return popen(command, env=env, **kwargs)
+
+    monkeypatch.setattr(training.subprocess, "Popen", recording_popen)
+    run_dir = training.train(TrainSettings(folds=2, seeds=1, epochs=1, subset=300), quiet=True)
+    assert sorted(pinned) == ["0", "1"]
+    run = Run(run_dir)
+    assert (run.settings.precision, run.settings.batch_size) == ("mixed", 256)
+    assert sorted((run_dir / "logs").iterdir()) and run.finished
+
+
+def test_the_jax_backend_trains_and_predicts(tiny_data):
+    pytest.importorskip("jax")
+    result = run_cli(
+        "train",
+        "--backend",
+        "jax",
+        "--folds",
+        "2",
+        "--seeds",
+        "1",
+        "--epochs",
+        "1",
+        "--subset",
+        "300",
+        "--quiet",
+        cwd=tiny_data,
+        timeout=600,
+    )
+    assert result.returncode == 0, result.output
+    (run_dir,) = (tiny_data / "ensembles").glob("2*")
+    assert Run(run_dir).backend == "jax"
+    predicted = run_cli("predict", cwd=tiny_data, timeout=600)
+    assert predicted.returncode == 0, predicted.output
+    assert (tiny_data / "submission.csv").is_file()
