@@ -442,7 +442,13 @@ class _Follow:
         """A finished kernel's output, downloaded and verified into the run's staging folder: a stopped
         one's is what its continuation starts from."""
         folder = _staging(self.root, self.key) / kernel["ref"].rsplit("/", 1)[-1]
-        receipt = _download_output(kernel["ref"], folder)
+        try:
+            receipt = _download_output(kernel["ref"], folder)
+        except MissingOutput as missing:
+            # Finished without its output: nothing to fetch ever, so forgotten like a failed kernel.
+            self.entry["kernels"].remove(kernel)
+            self.save()
+            raise UserError(missing.message + "; the same command pushes it again") from None
         kernel["state"] = "done" if receipt.get("finished", True) else "stopped"
         self.save()
         if kernel["state"] == "stopped":
@@ -606,6 +612,10 @@ def _staging(root: Path, key: str) -> Path:
     return root / f".kaggle-{key}.outputs"
 
 
+class MissingOutput(UserError):
+    """A kernel that finished without the output it writes."""
+
+
 def _download_output(ref: str, folder: Path) -> dict:
     """The kernel's receipt and archive, downloaded (and checked against each other) into `folder`;
     returns the receipt."""
@@ -616,7 +626,7 @@ def _download_output(ref: str, folder: Path) -> dict:
         expected = receipt["sha256"]
         receipt["run_id"]
     except FileNotFoundError:
-        raise UserError(
+        raise MissingOutput(
             f"the kernel {ref} finished but left no {RECEIPT}: its output is missing; see {_url(ref)}"
         ) from None
     except (ValueError, KeyError, TypeError):
@@ -625,7 +635,7 @@ def _download_output(ref: str, folder: Path) -> dict:
         ) from None
     archive = folder / ARCHIVE
     if not archive.is_file():
-        raise UserError(
+        raise MissingOutput(
             f"the kernel {ref} finished but left no {ARCHIVE}: its output is missing; see {_url(ref)}"
         )
     if storage.sha256_file(archive) != expected:

@@ -70,6 +70,7 @@ class KaggleState:
     most_running: int = 0  # the most kernels that ran at once
     session_seconds: float = 0.0  # Kaggle ends a session after this long (0 = never): killed, ERROR
     output_stall_seconds: float = 0.0  # an output download sends its headers, then nothing for this long
+    lose_output: bool = False  # a kernel lists no output files (finished, but its output is gone)
 
 
 class FakeKaggle:
@@ -366,7 +367,7 @@ class _Handler(BaseHTTPRequestHandler):
         files = [
             {"url": f"http://localhost/kernel-output/{slug}/{p.name}", "fileName": p.name}
             for p in sorted(kernel["working"].iterdir())
-            if p.is_file()
+            if p.is_file() and not self.fake.state.lose_output
         ]
         # Kaggle stores a session's log when the session ends; before that there is none to list.
         lines = [] if _running(kernel) else kernel["log"]

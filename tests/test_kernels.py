@@ -379,3 +379,15 @@ def test_a_session_killed_at_kaggles_limit_is_pushed_again_by_the_same_command(w
     again = run_cli("train", "--on", "kaggle", *QUICK, cwd=workspace, env=env, timeout=600)
     assert again.returncode == 0, again.output
     assert len(kaggle.state.pushes) == 2 and len(installed(workspace)) == 1
+
+
+def test_a_kernel_that_finished_without_its_output_is_pushed_again(workspace, kaggle, env):
+    kaggle.state.lose_output = True
+    result = run_cli("train", "--on", "kaggle", *QUICK, cwd=workspace, env=env, timeout=600)
+    assert_clean_failure(
+        result, "finished but left no kaggle-mnist-run.json", "the same command pushes it again"
+    )
+    kaggle.state.lose_output = False
+    again = run_cli("train", "--on", "kaggle", *QUICK, cwd=workspace, env=env, timeout=600)
+    assert again.returncode == 0, again.output
+    assert len(kaggle.state.pushes) == 2 and len(installed(workspace)) == 1
