@@ -140,15 +140,16 @@ def run_in_kernel(
     done or until the session nearly ends, and pack the run (and a receipt saying which) for download."""
     from competition import backend
 
-    if session_ends is not None:
-        margin = min(STOP_MARGIN_SECONDS, (session_ends - time.time()) / 10)
-        # An environment variable, so the worker processes (one per GPU) see it too.
-        os.environ["KAGGLE_MNIST_DEADLINE"] = str(session_ends - margin)
     settings = TrainSettings.from_dict(settings_values)
     data.fetch(log=_print)
     _continue_from_input()
     backend.select(settings.backend)
     from competition import train
+
+    if session_ends is not None:
+        margin = min(STOP_MARGIN_SECONDS, (session_ends - time.time()) / 10)
+        # An environment variable, so the worker processes (one per GPU) see it too.
+        os.environ[train.DEADLINE_VARIABLE] = str(session_ends - margin)
 
     try:
         run_dir, finished = train.train(settings, quiet=True, only=members), True
@@ -362,15 +363,16 @@ class _Follow:
         parts = [k for k in self.entry["kernels"] if k["share"] == share]
         return max(parts, key=lambda k: k["part"]) if parts else None
 
+    def finished(self) -> bool:
+        return all((self.latest(i) or {}).get("state") == "done" for i in range(len(self.shares)))
+
     def run(self, poll: float) -> None:
         started = time.time()
         while True:
             waiting = self.push_what_fits()
-            if all((self.latest(i) or {}).get("state") == "done" for i in range(len(self.shares))):
-                return
             for kernel in self.live():
                 self.check(kernel)
-            if all((self.latest(i) or {}).get("state") == "done" for i in range(len(self.shares))):
+            if self.finished():
                 return
             self.status_line(self.status(started, waiting))
             time.sleep(poll)
@@ -401,8 +403,17 @@ class _Follow:
                     f"use by other notebooks or kernels ({full.message}): stop one at "
                     "https://www.kaggle.com/code (Your Work, running), then run the same command again"
                 ) from None
-            kernel = {"ref": ref, "share": share, "part": part, "time": time.time(), "seen_running": False}
-            self.entry["kernels"].append({**kernel, "state": "live", "source": source})
+            self.entry["kernels"].append(
+                {
+                    "ref": ref,
+                    "share": share,
+                    "part": part,
+                    "source": source,
+                    "state": "live",
+                    "time": time.time(),
+                    "seen_running": False,
+                }
+            )
             self.save()
             waiting.remove(share)
         if waiting and not self.said_waiting:
