@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import errno
+import functools
+import inspect
 import os
 import signal
 import sys
@@ -19,24 +21,11 @@ except ModuleNotFoundError:  # typer <= 0.24 (Kaggle's image) raises click's own
     from click.exceptions import ClickException as TyperException
 
 from competition.errors import UserError
-from competition.settings import (
-    RECIPES,
-    Arch,
-    Backend,
-    Choice,
-    Precision,
-    Recipe,
-    Schedule,
-    TrainSettings,
-)
+from competition.settings import CHOICES, OPTIONS, RECIPES, Choice, Recipe, TrainSettings
 
 DEFAULTS = TrainSettings()
 DEBUG_VARIABLE = "KAGGLE_MNIST_DEBUG"
-BATCH_HELP = "Training batch size; 0 = auto: 64 on CPU (the recipe), 256 on a GPU."
-LR_HELP = (
-    "Learning rate (Adam; the peak of the cosine schedule); 0 = auto: 2e-3 for cosine, 1e-3 for the "
-    "other schedules, x sqrt(batch size / 64)."
-)
+DEFAULT_ACCELERATOR = "NvidiaTeslaT4"  # kernels.DEFAULT_ACCELERATOR; a test checks they agree
 WEIGHTS_HELP = (
     "mean (plain average of the members) or oof (blend weights from greedy selection, fitted fold by fold "
     "on the other folds' out-of-fold rows; kept only if not below the plain mean)."
@@ -54,16 +43,11 @@ QuietOption = Annotated[
     bool, typer.Option("--quiet", help="Plain log lines instead of the live progress bar.")
 ]
 WorkersOption = Annotated[int, typer.Option(help=WORKERS_HELP)]
-FoldsOption = Annotated[int, typer.Option(help="Stratified k-fold splits; each row is validated once.")]
-SeedsOption = Annotated[
-    int, typer.Option(help="Differently seeded models per fold (members = folds x seeds).")
-]
-EpochsOption = Annotated[int, typer.Option(help="Epochs per member.")]
 RecipeOption = Annotated[
     Recipe,
     typer.Option(
         help="default, or best: 3 seeds x 40 epochs with lighter augmentation, about 3x the training, "
-        "sized for a GPU (README, Recipes). Options given explicitly override the recipe's."
+        "sized for a GPU (docs/training.md). Options given explicitly override the recipe's."
     ),
 ]
 Where = Choice("Where", {"here": "here", "kaggle": "kaggle"})
@@ -90,53 +74,46 @@ KernelsOption = Annotated[
         "limit of GPU sessions per account); the rest wait here and are pushed as those end."
     ),
 ]
-BatchSizeOption = Annotated[int, typer.Option(help=BATCH_HELP)]
 Weights = Choice("Weights", {"mean": "mean", "oof": "oof"})
 WeightsOption = Annotated[Weights, typer.Option(help=WEIGHTS_HELP)]
-ArchOption = Annotated[
-    Arch,
-    typer.Option(
-        help="Network: bncnn (the recipe), m5 (five 5x5 convolutions, no downsampling), "
-        "lenet or mlp (tutorial baselines)."
-    ),
-]
-BackendOption = Annotated[Backend, typer.Option(help="Keras backend.")]
-SubsetOption = Annotated[
-    int, typer.Option(help="Train on the first N rows only, for a quick look (0 = all).")
-]
-HoldoutOption = Annotated[
-    int,
-    typer.Option(
-        help="Keep N labelled rows of train.csv (a stratified draw) out of all training and every choice, "
-        "and predict them instead of test.csv: the submission's predictor scored on known labels, with "
-        "its standard error. For measuring a recipe; such a run has nothing to submit (0 = off)."
-    ),
-]
-HoldoutSeedOption = Annotated[int, typer.Option(help="Which rows --holdout draws.")]
-# Augmentation strength, as Keras' RandomRotation/RandomZoom/RandomTranslation and the classic
-# ImageDataGenerator recipe name it: each drawn uniformly within +/- the value while training.
-RotationOption = Annotated[float, typer.Option("--rotation", help="Augmentation: rotation range, degrees.")]
-ZoomOption = Annotated[float, typer.Option("--zoom", help="Augmentation: zoom range, a fraction.")]
-ShiftOption = Annotated[
-    float, typer.Option("--shift", help="Augmentation: shift range, a fraction of the side.")
-]
-PrecisionOption = Annotated[
-    Precision,
-    typer.Option(
-        help="auto (mixed float16 on a GPU; mixed bfloat16 on a CPU with AVX512_BF16 or AMX, float32 on "
-        "other CPUs), float32, mixed (float16) or bfloat16."
-    ),
-]
-EpochValidationOption = Annotated[
-    bool | None,
-    typer.Option(
-        "--epoch-validation/--no-epoch-validation",
-        help="Score the validation fold after every epoch (learning curves in `report`). Default: on a "
-        "GPU yes, on a CPU no (a fifth of each epoch); always on with --schedule plateau or "
-        "--early-stopping. The CV accuracy is the same either way.",
-        show_default=False,
-    ),
-]
+
+
+def _settings(ctx: typer.Context, recipe: str, values: dict) -> TrainSettings:
+    """TrainSettings from CLI options over the recipe's; its validation errors become one-line errors."""
+    for name, value in RECIPES[recipe].items():
+        source = ctx.get_parameter_source(name)
+        if source is None or source.name in ("DEFAULT", "DEFAULT_MAP"):  # not given: the recipe's
+            values[name] = value
+    try:
+        return TrainSettings(**values)
+    except ValueError as exc:
+        raise UserError(str(exc)) from None
+
+
+def settings_options(command):
+    """Gives `command` --recipe and an option for every setting in settings.OPTIONS, after its own, and
+    calls it with the one TrainSettings they make (its `settings` parameter)."""
+    defaults = TrainSettings()
+    own = [p for p in inspect.signature(command, eval_str=True).parameters.values() if p.name != "settings"]
+    keyword = inspect.Parameter.KEYWORD_ONLY
+    made = [inspect.Parameter("recipe", keyword, default=Recipe.default, annotation=RecipeOption)]
+    for name, option in OPTIONS.items():
+        default = getattr(defaults, name)
+        kind = CHOICES.get(name) or (bool | None if default is None else type(default))
+        declared = typer.Option(*option.flag.split(" "), help=option.help, show_default=default is not None)
+        made.append(inspect.Parameter(name, keyword, default=default, annotation=Annotated[kind, declared]))
+
+    @functools.wraps(command)
+    def with_settings(ctx: typer.Context, **values):
+        settings = {name: values.pop(name) for name in OPTIONS}
+        return command(_settings(ctx, values.pop("recipe"), settings), **values)
+
+    context = inspect.Parameter("ctx", inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=typer.Context)
+    parameters = [context, *made, *(p.replace(kind=keyword) for p in own)]
+    with_settings.__signature__ = inspect.Signature(parameters)
+    with_settings.__annotations__ = {p.name: p.annotation for p in parameters}
+    return with_settings
+
 
 app = typer.Typer(
     name="kaggle-mnist",
@@ -201,63 +178,9 @@ def fetch(
 
 
 @app.command()
+@settings_options
 def train(
-    ctx: typer.Context,
-    recipe: RecipeOption = Recipe.default,
-    folds: FoldsOption = DEFAULTS.folds,
-    seeds: SeedsOption = DEFAULTS.seeds,
-    epochs: EpochsOption = DEFAULTS.epochs,
-    batch_size: BatchSizeOption = DEFAULTS.batch_size,
-    arch: ArchOption = DEFAULTS.arch,
-    learning_rate: Annotated[float, typer.Option("--lr", help=LR_HELP)] = DEFAULTS.learning_rate,
-    schedule: Annotated[
-        Schedule,
-        typer.Option(
-            help="exponential (lr x 0.95^epoch), plateau (halve when validation loss stalls) or cosine "
-            "(linear warmup over --warmup-epochs, then a cosine decay to zero at the last step)."
-        ),
-    ] = DEFAULTS.schedule,
-    warmup_epochs: Annotated[
-        int, typer.Option(help="Epochs of linear warmup before the cosine decay (--schedule cosine).")
-    ] = DEFAULTS.warmup_epochs,
-    ema: Annotated[
-        bool,
-        typer.Option(
-            "--ema/--no-ema",
-            help="Predict with an exponential moving average of the weights (updated every step) instead "
-            "of the last step's weights.",
-        ),
-    ] = DEFAULTS.ema,
-    label_smoothing: Annotated[
-        float, typer.Option(help="Label smoothing s: train towards 1 - s on the label (0 = off).")
-    ] = DEFAULTS.label_smoothing,
-    dropout: Annotated[
-        float,
-        typer.Option(
-            help="Dropout rate (0 = off): bncnn after each convolution block and before the classifier, "
-            "lenet before the classifier."
-        ),
-    ] = DEFAULTS.dropout_rate,
-    early_stopping: Annotated[
-        int,
-        typer.Option(
-            help="Stop a member after this many epochs without better validation accuracy and keep its "
-            "best weights (0 = off; on, the CV accuracy is slightly optimistic: the fold chose the weights)."
-        ),
-    ] = DEFAULTS.early_stopping,
-    augment: Annotated[
-        bool, typer.Option(help="Random rotation, zoom and shift while training.")
-    ] = DEFAULTS.augment,
-    rotation: RotationOption = DEFAULTS.rotation_degrees,
-    zoom: ZoomOption = DEFAULTS.zoom,
-    shift: ShiftOption = DEFAULTS.shift,
-    subset: SubsetOption = DEFAULTS.subset,
-    holdout: HoldoutOption = DEFAULTS.holdout,
-    holdout_seed: HoldoutSeedOption = DEFAULTS.holdout_seed,
-    seed: Annotated[int, typer.Option(help="Base seed of every member.")] = DEFAULTS.seed,
-    backend: BackendOption = DEFAULTS.backend,
-    precision: PrecisionOption = DEFAULTS.precision,
-    epoch_validation: EpochValidationOption = DEFAULTS.epoch_validation,
+    settings: TrainSettings,
     workers: WorkersOption = 0,
     members: Annotated[
         str | None,
@@ -273,7 +196,7 @@ def train(
     ] = False,
     quiet: QuietOption = False,
     on: OnOption = Where.here,
-    accelerator: AcceleratorOption = "NvidiaTeslaT4",
+    accelerator: AcceleratorOption = DEFAULT_ACCELERATOR,
     kernels: KernelsOption = 1,
 ) -> None:
     """Train the k-fold ensemble into ensembles/<run-id>/.
@@ -283,33 +206,6 @@ def train(
     """
     from competition import backend as backends
 
-    settings = _settings(
-        ctx,
-        recipe,
-        arch=arch,
-        folds=folds,
-        seeds=seeds,
-        epochs=epochs,
-        batch_size=batch_size,
-        learning_rate=learning_rate,
-        schedule=schedule,
-        warmup_epochs=warmup_epochs,
-        ema=ema,
-        label_smoothing=label_smoothing,
-        dropout_rate=dropout,
-        early_stopping=early_stopping,
-        augment=augment,
-        rotation_degrees=rotation,
-        zoom=zoom,
-        shift=shift,
-        subset=subset,
-        holdout=holdout,
-        holdout_seed=holdout_seed,
-        seed=seed,
-        backend=backend,
-        precision=precision,
-        epoch_validation=epoch_validation,
-    )
     if on == Where.kaggle:
         if members or fresh:
             raise UserError("--members and --fresh are for training here; --on kaggle trains the whole run")
@@ -338,32 +234,12 @@ def _train_on_kaggle(settings: TrainSettings, accelerator: str, kernels: int, qu
 
 
 @app.command("kernel-script")
-def kernel_script(
-    ctx: typer.Context,
-    recipe: RecipeOption = Recipe.default,
-    folds: FoldsOption = DEFAULTS.folds,
-    seeds: SeedsOption = DEFAULTS.seeds,
-    epochs: EpochsOption = DEFAULTS.epochs,
-    batch_size: BatchSizeOption = DEFAULTS.batch_size,
-    arch: ArchOption = DEFAULTS.arch,
-    subset: SubsetOption = DEFAULTS.subset,
-    precision: PrecisionOption = DEFAULTS.precision,
-) -> None:
+@settings_options
+def kernel_script(settings: TrainSettings) -> None:
     """Print the script that `train --on kaggle` runs, to paste into a Kaggle notebook by hand
     (add the competition as input and a GPU accelerator): `kaggle-mnist kernel-script > train.py`."""
     from competition import kernels as kaggle_kernels
 
-    settings = _settings(
-        ctx,
-        recipe,
-        arch=arch,
-        folds=folds,
-        seeds=seeds,
-        epochs=epochs,
-        batch_size=batch_size,
-        subset=subset,
-        precision=precision,
-    )
     typer.echo(kaggle_kernels.kernel_script(settings.resolved(gpu=True)), nl=False)
 
 
@@ -397,7 +273,7 @@ def evaluate(
 
     from competition import evaluate as evaluating
 
-    console = Console(highlight=False)  # not progress.console: that module loads Keras, slow to start
+    console = Console(highlight=False)
     result = evaluating.evaluate(run)
     if as_json:
         typer.echo(json.dumps(result, indent=2))
@@ -515,22 +391,9 @@ def submissions() -> None:
 
 
 @app.command("run")
+@settings_options
 def run_all(
-    ctx: typer.Context,
-    recipe: RecipeOption = Recipe.default,
-    folds: FoldsOption = DEFAULTS.folds,
-    seeds: SeedsOption = DEFAULTS.seeds,
-    epochs: EpochsOption = DEFAULTS.epochs,
-    batch_size: BatchSizeOption = DEFAULTS.batch_size,
-    arch: ArchOption = DEFAULTS.arch,
-    rotation: RotationOption = DEFAULTS.rotation_degrees,
-    zoom: ZoomOption = DEFAULTS.zoom,
-    shift: ShiftOption = DEFAULTS.shift,
-    subset: SubsetOption = DEFAULTS.subset,
-    holdout: HoldoutOption = DEFAULTS.holdout,
-    holdout_seed: HoldoutSeedOption = DEFAULTS.holdout_seed,
-    backend: BackendOption = DEFAULTS.backend,
-    precision: PrecisionOption = DEFAULTS.precision,
+    settings: TrainSettings,
     source: Annotated[
         Path | None, typer.Option("--from", help="Local copy of the data instead of the API.")
     ] = None,
@@ -543,31 +406,15 @@ def run_all(
     workers: WorkersOption = 0,
     quiet: QuietOption = False,
     on: OnOption = Where.here,
-    accelerator: AcceleratorOption = "NvidiaTeslaT4",
+    accelerator: AcceleratorOption = DEFAULT_ACCELERATOR,
     kernels: KernelsOption = 1,
 ) -> None:
-    """Fetch, train, predict and (with --submit) submit: the whole job in one command."""
+    """Fetch, train, predict and (with --submit) submit: the whole job in one command. Takes every
+    option of `train` that says how to train."""
     from competition import backend as backends
     from competition import data
 
-    settings = _settings(
-        ctx,
-        recipe,
-        arch=arch,
-        folds=folds,
-        seeds=seeds,
-        epochs=epochs,
-        batch_size=batch_size,
-        rotation_degrees=rotation,
-        zoom=zoom,
-        shift=shift,
-        subset=subset,
-        holdout=holdout,
-        holdout_seed=holdout_seed,
-        backend=backend,
-        precision=precision,
-    )
-    if holdout and do_submit:
+    if settings.holdout and do_submit:
         raise UserError(
             "--holdout predicts held-out rows of train.csv, not test.csv, so there is nothing to submit: "
             "drop --submit (or --holdout)"
@@ -588,23 +435,6 @@ def run_all(
     result = predicting.predict(run_dir.name, tta=tta, weights=weights.value, log=typer.echo)
     if do_submit:
         submission.submit(Path(result["file"]), message, wait=True, log=typer.echo)
-
-
-# Settings whose command-line parameter goes by another name.
-PARAMETERS = {"dropout_rate": "dropout", "rotation_degrees": "rotation"}
-
-
-def _settings(ctx: typer.Context, recipe: str, **values) -> TrainSettings:
-    """TrainSettings from CLI options over the recipe's; its validation errors become one-line errors."""
-    for name, value in RECIPES[recipe].items():
-        parameter = PARAMETERS.get(name, name)
-        source = ctx.get_parameter_source(parameter) if parameter in ctx.params else None
-        if source is None or source.name in ("DEFAULT", "DEFAULT_MAP"):  # not given: the recipe's
-            values[name] = value
-    try:
-        return TrainSettings(**values)
-    except ValueError as exc:
-        raise UserError(str(exc)) from None
 
 
 def _run_backend(run: str | None) -> str:

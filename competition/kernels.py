@@ -31,8 +31,9 @@ from collections.abc import Callable
 from pathlib import Path
 
 from competition import data, kaggle_api, locks, paths, storage
-from competition.errors import UserError
-from competition.runs import DamagedFile, Run, member_name, run_rows
+from competition.errors import SessionDeadline, UserError
+from competition.runs import DamagedFile, Run, member_name, run_rows, same_run
+from competition.runs import identity as run_identity
 from competition.settings import TrainSettings
 
 ARCHIVE = "kaggle-mnist-run.zip"
@@ -144,16 +145,16 @@ def run_in_kernel(
     data.fetch(log=_print)
     _continue_from_input()
     backend.select(settings.backend)
-    from competition import train
+    from competition import member, train
 
     if session_ends is not None:
         margin = min(STOP_MARGIN_SECONDS, (session_ends - time.time()) / 10)
         # An environment variable, so the worker processes (one per GPU) see it too.
-        os.environ[train.DEADLINE_VARIABLE] = str(session_ends - margin)
+        os.environ[member.DEADLINE_VARIABLE] = str(session_ends - margin)
 
     try:
         run_dir, finished = train.train(settings, quiet=True, only=members), True
-    except train.SessionDeadline as stop:
+    except SessionDeadline as stop:
         run_dir, finished = stop.run_dir, False
     run = Run(run_dir)
     done = [member_name(*m) for m in run.members if run.member_done(*m)]
@@ -250,13 +251,11 @@ def train_on_kaggle(
     )
     dataset = data.load(log=log)  # the run is checked against this data when it comes back
     expected = settings.resolved(gpu=True)
-    identity = {
-        "settings": expected.to_dict(),
-        "train_sha256": dataset.train_sha256,
-        "test_sha256": dataset.test_sha256,
-    }
+    identity = run_identity(expected, dataset)
+    # Not from the cached arrays' checksums: the key names the kernels recorded for this command.
+    keyed = {k: identity[k] for k in ("settings", "train_sha256", "test_sha256")}
     key = hashlib.sha256(
-        json.dumps({**identity, "accelerator": accelerator, "kernels": kernels}, sort_keys=True).encode()
+        json.dumps({**keyed, "accelerator": accelerator, "kernels": kernels}, sort_keys=True).encode()
     ).hexdigest()[:12]
     root = paths.ensembles_dir()
     root.mkdir(parents=True, exist_ok=True)
@@ -708,7 +707,7 @@ def _merge(runs: list[Run], target: Path, identity: dict, dataset: data.Dataset)
             config = run.identity()
         except UserError as exc:
             raise UserError(f"the run from Kaggle is damaged: {exc.message}") from None
-        if not _same_run(config, identity):
+        if not same_run(config, identity):
             raise UserError(
                 f"the run from Kaggle ({run.id}) was trained with other settings or data than this command's: "
                 "refusing it (did the local data or the package change since the push?)"
@@ -722,8 +721,8 @@ def _merge(runs: list[Run], target: Path, identity: dict, dataset: data.Dataset)
     missing = [m for m in merged.members if not merged.member_done(*m)]
     damaged = merged.damaged_members()
     if missing or damaged:
-        names = [f"f{f}-s{s}" for f, s in missing] + [
-            f"f{f}-s{s} ({', '.join(v)})" for (f, s), v in damaged.items()
+        names = [member_name(*m) for m in missing] + [
+            f"{member_name(*m)} ({', '.join(v)})" for m, v in damaged.items()
         ]
         raise UserError(
             f"the run from Kaggle is incomplete or damaged: {', '.join(names)}; run the same command again"
@@ -765,20 +764,9 @@ def _installed_run(identity: dict) -> Run | None:
     for folder in sorted(paths.ensembles_dir().glob("*/metrics.json")):
         run = Run(folder.parent)
         with contextlib.suppress(UserError):
-            if _same_run(run.identity(), identity):
+            if same_run(run.identity(), identity):
                 return run
     return None
-
-
-def _same_run(config: dict, identity: dict) -> bool:
-    """A run's config.json against this command's identity: the same settings (but the CPU thread
-    count, which a GPU run never uses) on the same CSVs."""
-
-    def settings(values: dict) -> dict:
-        return {k: v for k, v in values["settings"].items() if k != "cpu_threads"}
-
-    same_data = all(config.get(k) == identity[k] for k in ("train_sha256", "test_sha256"))
-    return same_data and settings(config) == settings(identity)
 
 
 def _owner(api) -> str:

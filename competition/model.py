@@ -1,6 +1,6 @@
 """The networks `kaggle-mnist train --arch` offers. Adding one is a function and a line in ARCHITECTURES.
 
-Import this only after the Keras backend is chosen (`train.select_backend`): Keras reads
+Import this only after the Keras backend is chosen (`backend.select`): Keras reads
 KERAS_BACKEND once, on first import.
 """
 
@@ -26,9 +26,9 @@ class BatchNorm(layers.BatchNormalization):
 
     Keras 3 normalises with separate element-wise ops in float32 (casting bfloat16 activations up and
     down around them); on a CPU those ops cost more than the convolutions. TensorFlow's one fused op,
-    which oneDNN runs in bfloat16 too, trains the network 1.37x faster in float32 (levers.py,
-    benchmarks/README.md; a profiling run also saw 1.6x in bfloat16 and 2x faster prediction). Same parameters, same moving-average
-    rule, same saved weights; other backends use Keras' own (XLA fuses it there).
+    which oneDNN runs in bfloat16 too, is much faster (benchmarks/README.md, "fused batch norm"). Same
+    parameters, same moving-average rule, same saved weights; other backends use Keras' own (XLA fuses
+    it there).
     """
 
     def __init__(self, **kwargs):
@@ -70,12 +70,10 @@ class Conv2D(layers.Conv2D):
     """Keras' Conv2D; where the kernel covers the whole input (one output pixel, as in bncnn's last
     convolution, 4x4 over 4x4), computed as the matrix product it is, on the TensorFlow backend.
 
-    oneDNN's convolution kernels spend 1.6-1.9 ms a step (batch 64, one core) on that layer's weight
-    gradient alone, a 1,024 x 128 product; the matmuls that replace its three convolutions take about
-    0.4 ms together (benchmarks/profile.py), and the whole training step is about 1.06x faster
-    (levers.py, benchmarks/README.md). Same weights (the kernel is only reshaped, in the row-major
-    order both layouts share), same saved format, same function; other backends and other shapes use
-    Keras' own.
+    oneDNN's convolution kernels are slow on that layer's weight gradient, a 1,024 x 128 product that a
+    matmul computes several times faster (benchmarks/README.md, "matmul convolution"). Same weights (the
+    kernel is only reshaped, in the row-major order both layouts share), same saved format, same
+    function; other backends and other shapes use Keras' own.
     """
 
     def call(self, inputs):
@@ -96,10 +94,9 @@ class Conv2D(layers.Conv2D):
 class Dropout(layers.Dropout):
     """Keras' Dropout, with its mask drawn from 16 random bits per value on the TensorFlow backend.
 
-    Keras draws one float per value; TensorFlow's CPU generator is slow enough (about 4 ns a 32-bit
-    draw) that bncnn's two dropout masks cost 2 ms a step at batch 64 on one core. Two 16-bit draws per
-    32-bit one cut that to 0.7 ms (benchmarks/profile.py); the step is about 1.04x faster (levers.py).
-    A value is dropped with probability round(rate * 65536) / 65536 (0.399994 for 0.4) and the kept
+    Keras draws one float per value; TensorFlow's CPU generator is slow enough that bncnn's two dropout
+    masks are a visible share of a step at batch 64 on one core, and two 16-bit draws per 32-bit one
+    cut that by about two thirds (benchmarks/README.md, "16-bit dropout masks"). A value is dropped with probability round(rate * 65536) / 65536 (0.399994 for 0.4) and the kept
     ones are scaled by 1 / (1 - rate), as Keras does. Drawn from the layer's own seed generator, so resume.EpochSeeds
     reseeds it and a resumed run draws the same masks.
     """
@@ -149,18 +146,6 @@ def bncnn(x, dropout_rate: float):
     return Dropout(dropout_rate)(x)
 
 
-def m5(x, dropout_rate: float):
-    """A second network that sees digits differently: five 5x5 convolutions and no downsampling at all
-    (An et al. 2020's M5, whose ensembles reached 99.91% on the MNIST test set), with its widths cut from
-    32-160 to 16-48 channels so that a member costs what a bncnn member does (about 17 M multiply-adds
-    an image against bncnn's 15 M; the paper's widths cost 9x).
-    """
-    for filters in (16, 24, 32, 40, 48):
-        x = conv_bn_relu(x, filters, 5)
-    x = layers.Flatten()(x)
-    return Dropout(dropout_rate)(x)
-
-
 def lenet(x, dropout_rate: float):
     """The tutorial CNN most public notebooks use (about 99.3-99.5% alone)."""
     for filters, kernel in ((32, 5), (64, 3)):
@@ -180,7 +165,7 @@ def mlp(x, dropout_rate: float):
     return layers.Dense(100, activation="relu")(x)
 
 
-ARCHITECTURES: dict[str, Callable] = {"bncnn": bncnn, "m5": m5, "lenet": lenet, "mlp": mlp}
+ARCHITECTURES: dict[str, Callable] = {"bncnn": bncnn, "lenet": lenet, "mlp": mlp}
 
 
 @keras.saving.register_keras_serializable(package="kaggle_mnist")
@@ -245,14 +230,10 @@ class RandomAffine(layers.Layer):
 
 
 def build_model(
-    arch: str = "bncnn",
-    dropout_rate: float = 0.4,
-    augment: bool = True,
-    rotation_degrees: float = 10.0,
-    zoom: float = 0.1,
-    shift: float = 0.1,
+    arch: str, dropout_rate: float, augment: bool, rotation_degrees: float, zoom: float, shift: float
 ) -> keras.Model:
-    """Takes uint8 images (N, 28, 28) straight from the cache; returns softmax probabilities."""
+    """Takes uint8 images (N, 28, 28) straight from the cache; returns softmax probabilities. The
+    settings' defaults live in TrainSettings alone: `member.build(settings)` calls this."""
     if arch not in ARCHITECTURES:
         raise ValueError(f"unknown architecture {arch!r}; choose one of {', '.join(ARCHITECTURES)}")
     inputs = keras.Input(shape=INPUT_SHAPE[:2], dtype="uint8", name="pixels")
@@ -270,25 +251,3 @@ def build_model(
 def load(path) -> keras.Model:
     """A saved member; this module defines the custom layers that `load_model` needs."""
     return keras.models.load_model(path)
-
-
-@keras.saving.register_keras_serializable(package="kaggle_mnist")
-class SmoothedCrossentropy(keras.losses.Loss):
-    """Cross-entropy against integer labels with label smoothing (Keras' sparse loss has none): the
-    target is 1 - s on the label and s / classes on every class."""
-
-    def __init__(self, label_smoothing: float = 0.1, num_classes: int = NUM_CLASSES, **kwargs):
-        super().__init__(**kwargs)
-        self.label_smoothing, self.num_classes = label_smoothing, num_classes
-
-    def call(self, y_true, y_pred):
-        labels = keras.ops.cast(keras.ops.reshape(y_true, (-1,)), "int32")
-        targets = keras.ops.one_hot(labels, self.num_classes, dtype=y_pred.dtype)
-        return keras.losses.categorical_crossentropy(targets, y_pred, label_smoothing=self.label_smoothing)
-
-    def get_config(self):
-        return {
-            **super().get_config(),
-            "label_smoothing": self.label_smoothing,
-            "num_classes": self.num_classes,
-        }

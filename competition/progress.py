@@ -1,7 +1,7 @@
 """What the user sees while `kaggle-mnist train` runs: one live bar for the whole run, or log lines.
 
 Free of Keras, so commands that only print start fast; the Keras callback that feeds the bar from
-each training step is train.MemberProgress."""
+each training step is member.MemberProgress."""
 
 from __future__ import annotations
 
@@ -107,3 +107,11 @@ def results_table(members: list[dict], folds: dict[str, float], cv_accuracy: flo
         table.add_row(f"fold {fold}", fold, "all", f"{acc:.4%}", "", "", "", style="cyan")
     table.add_row("CV", "", "", f"{cv_accuracy:.4%}", "", "", "", style="bold green")
     return table
+
+
+def duration(seconds: float) -> str:
+    """Seconds as a person reads them: "45 s", "12 min", "1 h 05 min"."""
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    minutes = round(seconds / 60)
+    return f"{minutes // 60} h {minutes % 60:02d} min" if minutes >= 60 else f"{minutes} min"

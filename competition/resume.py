@@ -19,8 +19,8 @@ import keras
 import numpy as np
 
 from competition import storage
+from competition.runs import BACKUP_MARGIN_BYTES
 
-BACKUP_MARGIN_BYTES = 16 << 20  # two 4 MB backups during a swap, and room to spare
 # The attributes that carry a callback's memory from one epoch to the next (Keras 3 names).
 _CALLBACK_STATE = ("wait", "best", "best_epoch", "stopped_epoch", "cooldown_counter")
 
@@ -67,8 +67,8 @@ def feed(batches: keras.utils.PyDataset):
     Keras wraps a PyDataset (and arrays) in a pipeline with autotuning on. Its optimiser thread sleeps in
     growing periods (0.32 s, 0.64 s, 1.28 s ...) and the teardown of every iterator waits for its next
     wake-up, idle: up to about a second each time, and Keras makes two iterators per epoch and one per
-    `predict`. On a CPU that was a third of the wall time of a short `fit` (benchmarks/README.md, "The
-    time estimate"). One prefetched batch keeps an accelerator fed while the next is sliced."""
+    `predict`. On a CPU that was a third of the wall time of a short `fit` (benchmarks/README.md, "tf.data
+    autotuning off"). One prefetched batch keeps an accelerator fed while the next is sliced."""
     if keras.backend.backend() != "tensorflow":
         return batches
     import tensorflow as tf

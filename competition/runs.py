@@ -21,7 +21,11 @@ from __future__ import annotations
 import csv
 import functools
 import json
+import shutil
+import subprocess
+import time
 import zipfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -34,6 +38,9 @@ from competition.settings import TrainSettings
 
 RUN_ARRAYS = ("oof_probs.npy", "oof_labels.npy", "test_probs.npy")
 MEMBER_FILES = ("model.keras", "oof.npz", "test.npy")
+# Disk a member needs: model.keras and best.keras of the bncnn (4 MB each), its predictions, a margin.
+MEMBER_BYTES = 16 << 20
+BACKUP_MARGIN_BYTES = 16 << 20  # a member's two 4 MB epoch backups during a swap, and room to spare
 
 
 def member_name(fold: int, seed_index: int) -> str:
@@ -214,6 +221,45 @@ class Run:
             if bad:
                 damaged[member] = bad
         return damaged
+
+    def repair(self, labels: np.ndarray, log: Callable[[str], None]) -> bool:
+        """Checks the run's files before they are trusted again; returns whether anything was damaged.
+
+        A member whose predictions are damaged predicts again from its model; one whose model is damaged
+        is trained again from scratch; a finished run whose own files are damaged is scored again from
+        its members (metrics.json is removed, so the run reads as unfinished until that is done)."""
+        damaged = self.damaged_members()
+        for member, files in damaged.items():
+            folder = self.member_dir(*member)
+            retrain = "model.keras" in files
+            if not retrain and "member.json" in files:
+                try:  # no record left to check the model against: check that it opens
+                    verify(folder / "model.keras", None, "")
+                except DamagedFile:
+                    retrain = True
+            (folder / "member.json").unlink(missing_ok=True)
+            what = f"Member {folder.name} of {self.id}: {', '.join(files)} damaged or missing"
+            if retrain:
+                shutil.rmtree(folder)
+                log(f"{what}; training it again")
+            else:
+                for name in ("oof.npz", "test.npy"):
+                    (folder / name).unlink(missing_ok=True)
+                log(f"{what}; predicting again with its model")
+        if not self.finished:
+            return bool(damaged)
+        try:
+            metrics = self.metrics
+            arrays = {name: self.array(name) for name in RUN_ARRAYS}
+            if len(arrays["oof_labels.npy"]) != len(labels) or metrics.get("run_id") != self.id:
+                raise DamagedFile(self.dir / "metrics.json", "does not match the run", "")
+        except DamagedFile as damage:
+            log(f"{damage.path} is damaged or missing; scoring the run again from its members")
+            damaged = damaged or {"run": [damage.path.name]}
+        if damaged:
+            (self.dir / "metrics.json").unlink(missing_ok=True)
+            self.__dict__.pop("metrics", None)  # the cached copy, if read
+        return bool(damaged)
 
     @staticmethod
     def history(member_folder: Path) -> list[dict]:
@@ -398,6 +444,88 @@ def verify(path: Path, expected_sha256: str | None, repair: str) -> None:
         raise DamagedFile(path, f"is damaged ({type(exc).__name__})", repair) from None
 
 
+def identity(settings: TrainSettings, dataset) -> dict:
+    """What makes a run the same run: its (resolved) settings and the data it trains on. config.json
+    holds it; the same command finds its unfinished run by it, and a run trained on Kaggle is checked
+    against it when it comes home."""
+    return {
+        "settings": settings.to_dict(),
+        "train_sha256": dataset.train_sha256,
+        "test_sha256": dataset.test_sha256,
+        "arrays_sha256": dataset.arrays_sha256,  # the cached arrays actually trained on
+    }
+
+
+def same_run(config: dict, identity: dict) -> bool:
+    """A run's config.json against an identity: the same settings (but the CPU thread count, which a
+    GPU run never uses, and which a run trained elsewhere cannot know) on the same CSVs."""
+
+    def settings(values: dict) -> dict:
+        return {k: v for k, v in values["settings"].items() if k != "cpu_threads"}
+
+    same_data = all(config.get(k) == identity[k] for k in ("train_sha256", "test_sha256"))
+    return same_data and settings(config) == settings(identity)
+
+
+def create(settings: TrainSettings, identity: dict, labels: np.ndarray, gpus: list[str]) -> Run:
+    """A new run folder for `identity`: its stratified folds, config.json and manifest.json, moved into
+    ensembles/ in one step (the folder appears complete, or not at all). Call after `backend.select`."""
+    import keras
+    from sklearn.model_selection import StratifiedKFold
+
+    from competition import backend
+
+    root = paths.ensembles_dir()
+    root.mkdir(parents=True, exist_ok=True)
+    check_free_space(root, len(settings.members))  # before the run folder exists
+    stem = f"{time.strftime('%Y%m%d-%H%M%S')}-{settings.arch}-{settings.folds}x{settings.seeds}"
+    run_dir, n = root / stem, 1
+    while run_dir.exists():
+        n += 1
+        run_dir = root / f"{stem}-{n}"
+    staging = root / f".{run_dir.name}.partial"
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir()
+    splitter = StratifiedKFold(n_splits=settings.folds, shuffle=True, random_state=settings.split_seed)
+    folds = np.empty(len(labels), dtype=np.int8)
+    for fold, (_, val_rows) in enumerate(splitter.split(np.zeros(len(labels)), labels)):
+        folds[val_rows] = fold
+    storage.save_npy(staging / "folds.npy", folds)
+    storage.write_json(staging / "config.json", identity)
+    storage.write_json(
+        staging / "manifest.json",
+        {
+            "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            "versions": backend.versions(),
+            "backend": keras.backend.backend(),
+            "devices": gpus or ["cpu"],
+            "precision": keras.mixed_precision.dtype_policy().name,
+            "git_commit": _git_commit(),
+            # A copy of config.json (the run's identity, repaired from here if that file is lost) and
+            # the checksum of folds.npy, checked whenever the folds are read back.
+            "identity": identity,
+            "folds_sha256": storage.sha256_file(staging / "folds.npy"),
+        },
+    )
+    staging.rename(run_dir)
+    return Run(run_dir)
+
+
+def check_free_space(folder: Path, members: int) -> None:
+    """Each member keeps a model or two and its predictions: say now, not hours in, if they cannot fit."""
+    storage.ensure_free_space(folder, MEMBER_BYTES * members + BACKUP_MARGIN_BYTES)
+
+
+def _git_commit() -> str | None:
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5, cwd=Path(__file__).parent
+        )
+        return out.stdout.strip() or None
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
 def checksums(folder: Path, names) -> dict[str, str]:
     """The sha256 of each named file in `folder`, to record beside them."""
     return {name: storage.sha256_file(Path(folder) / name) for name in names}
@@ -428,4 +556,8 @@ __all__ = [
     "RunRows",
     "run_rows",
     "holdout_split",
+    "identity",
+    "same_run",
+    "create",
+    "check_free_space",
 ]

@@ -12,7 +12,7 @@ class Choice(enum.StrEnum):
     """A fixed choice: Typer lists the values in --help and refuses others before anything is loaded."""
 
 
-Arch = Choice("Arch", {name: name for name in ("bncnn", "m5", "lenet", "mlp")})
+Arch = Choice("Arch", {name: name for name in ("bncnn", "lenet", "mlp")})
 Backend = Choice("Backend", {name: name for name in ("tensorflow", "jax")})
 Precision = Choice("Precision", {name: name for name in ("auto", "float32", "mixed", "bfloat16")})
 Schedule = Choice("Schedule", {name: name for name in ("exponential", "plateau", "cosine")})
@@ -23,7 +23,7 @@ SCHEDULES = tuple(s.value for s in Schedule)
 RECIPE_BATCH_SIZE = 64
 RECIPE_LEARNING_RATE = 1e-3  # the 2018 recipe's Adam rate, for its exponential (and the plateau) schedule
 # The cosine schedule's peak at batch 64: it spends only its first epochs near the peak, so it can
-# start higher. 2e-3 and 3e-3 beat 1e-3 at 15 epochs on fold 0 (benchmarks/README.md, "Recipes").
+# start higher. 2e-3 and 3e-3 beat 1e-3 at 15 epochs on fold 0 (benchmarks/README.md, "Findings").
 COSINE_LEARNING_RATE = 2e-3
 GPU_BATCH_SIZE = 256
 
@@ -33,7 +33,7 @@ class TrainSettings:
     arch: str = "bncnn"  # the public 0.99757 recipe; `lenet`/`mlp` for comparison
     folds: int = 5  # stratified k-fold: every training row gets one out-of-fold prediction
     # The default recipe: what `run --folds 5` can train in under an hour on a 2-core CPU (10 members x
-    # 20 epochs, two side by side; README "Recipes"). The 2018 recipe was 3 seeds x 45 epochs with the
+    # 20 epochs, two side by side; README "Results"). The 2018 recipe was 3 seeds x 45 epochs with the
     # exponential schedule (`--seeds 3 --epochs 45 --schedule exponential`), hours on a CPU.
     seeds: int = 2  # models per fold: each out-of-fold row is predicted by this many members
     epochs: int = 20
@@ -51,15 +51,10 @@ class TrainSettings:
     schedule: str = "cosine"
     # cosine only: a few hundred steps keep Adam's first updates small; at most epochs - 1 (resolved).
     warmup_epochs: int = 1
-    # Predict with an exponential moving average of the weights (Keras' optimizer use_ema), updated each
-    # step with ema_momentum: a smoother end point than the last step's weights, at no extra time.
-    ema: bool = False
-    ema_momentum: float = 0.999  # ~1,000 steps: about two epochs of 33,600 rows at batch 64
-    label_smoothing: float = 0.0  # train towards 1 - s on the label and s/10 elsewhere (0 = off)
     early_stopping: int = 0  # patience in epochs on validation accuracy, 0 = off (keeps CV honest)
     augment: bool = True  # rotation/zoom/shift: worth ~0.1-0.2% on this data
-    # The 2018 recipe's ranges. Half of them (5, 0.05, 0.05) and 1.5 times (15, 0.15, 0.15) were screened
-    # on one member against held-out rows (benchmarks/README.md, "Levers screened on one member").
+    # The 2018 recipe's ranges. Half of them (5, 0.05, 0.05) and 1.5 times (15, 0.15, 0.15) were measured
+    # against held-out rows (benchmarks/README.md, "Findings").
     rotation_degrees: float = 10.0  # more turns 1s into 7s
     zoom: float = 0.1
     shift: float = 0.1  # fraction of the 28-pixel side
@@ -75,11 +70,11 @@ class TrainSettings:
     holdout_seed: int = 0
     backend: str = "tensorflow"  # Keras backend; Kaggle notebooks ship TensorFlow
     # auto: mixed float16 on a GPU; mixed bfloat16 on a CPU that computes it natively (AVX512_BF16 or AMX:
-    # 1.2x faster in levers.py, same accuracy at equal epochs, benchmarks/README.md); float32 elsewhere.
+    # faster at the same accuracy, benchmarks/README.md); float32 elsewhere.
     precision: str = "auto"
     # Score the validation fold after every epoch (learning curves; needed by the plateau schedule and
     # early stopping, which then turn it on). None = auto: on a GPU, where it is cheap; not on a CPU,
-    # where it is a large share of each epoch (1.5x in levers.py's 1:1 split; less with 5 folds). The fold
+    # where it is a large share of each epoch (benchmarks/README.md). The fold
     # is always scored once at the end, for the CV.
     epoch_validation: bool | None = None
     # CPU threads per training process, filled in by `train` from the cores and the run's size (see
@@ -99,12 +94,8 @@ class TrainSettings:
             problems.append("--seeds and --epochs must be positive")
         if self.batch_size < 0 or self.learning_rate < 0:
             problems.append("--batch-size and --lr must be positive (or 0 for automatic)")
-        if not 0.0 <= self.label_smoothing < 1.0:
-            problems.append("--label-smoothing must be at least 0 and below 1")
         if not 0.0 <= self.dropout_rate < 1.0:
             problems.append("--dropout must be at least 0 and below 1")
-        if not 0.0 < self.ema_momentum < 1.0:
-            problems.append("--ema-momentum must be between 0 and 1")
         if self.rotation_degrees < 0 or not (0.0 <= self.zoom < 1.0 and 0.0 <= self.shift < 1.0):
             problems.append("--rotation must be 0 or more, --zoom and --shift at least 0 and below 1")
         if self.warmup_epochs < 0:
@@ -208,39 +199,84 @@ class TrainSettings:
         return cls(**{k: v for k, v in values.items() if k in known})
 
 
-# The settings a user sets on the command line, and their flags (cli.py declares the options; this is
-# how a run's config.json turns back into the command that trains or repairs it).
-CLI_FLAGS = {
-    "folds": "--folds",
-    "seeds": "--seeds",
-    "epochs": "--epochs",
-    "batch_size": "--batch-size",
-    "arch": "--arch",
-    "learning_rate": "--lr",
-    "schedule": "--schedule",
-    "warmup_epochs": "--warmup-epochs",
-    "ema": "--ema/--no-ema",
-    "label_smoothing": "--label-smoothing",
-    "dropout_rate": "--dropout",
-    "early_stopping": "--early-stopping",
-    "augment": "--augment/--no-augment",
-    "rotation_degrees": "--rotation",
-    "zoom": "--zoom",
-    "shift": "--shift",
-    "subset": "--subset",
-    "holdout": "--holdout",
-    "holdout_seed": "--holdout-seed",
-    "seed": "--seed",
-    "backend": "--backend",
-    "precision": "--precision",
-    "epoch_validation": "--epoch-validation/--no-epoch-validation",
+@dataclass(frozen=True)
+class Flag:
+    """How one setting appears on the command line of `train`, `run` and `kernel-script`."""
+
+    flag: str  # "--name", or "--on/--off" for a switch
+    help: str
+
+
+# The settings a user sets on the command line, declared once: cli.py makes every command's options
+# from this table, and a run's config.json turns back into the command that trains or repairs it
+# (`TrainSettings.cli_options`). Defaults live in TrainSettings alone.
+OPTIONS: dict[str, Flag] = {
+    "folds": Flag("--folds", "Stratified k-fold splits; each row is validated once."),
+    "seeds": Flag("--seeds", "Differently seeded models per fold (members = folds x seeds)."),
+    "epochs": Flag("--epochs", "Epochs per member."),
+    "batch_size": Flag(
+        "--batch-size", "Training batch size; 0 = auto: 64 on CPU (the recipe), 256 on a GPU."
+    ),
+    "arch": Flag("--arch", "Network: bncnn (the recipe), lenet or mlp (tutorial baselines)."),
+    "learning_rate": Flag(
+        "--lr",
+        "Learning rate (Adam; the peak of the cosine schedule); 0 = auto: 2e-3 for cosine, 1e-3 for the "
+        "other schedules, x sqrt(batch size / 64).",
+    ),
+    "schedule": Flag(
+        "--schedule",
+        "exponential (lr x 0.95^epoch), plateau (halve when validation loss stalls) or cosine (linear "
+        "warmup over --warmup-epochs, then a cosine decay to zero at the last step).",
+    ),
+    "warmup_epochs": Flag("--warmup-epochs", "Epochs of linear warmup before the cosine decay."),
+    "dropout_rate": Flag(
+        "--dropout",
+        "Dropout rate (0 = off): bncnn after each convolution block and before the classifier, lenet "
+        "before the classifier.",
+    ),
+    "early_stopping": Flag(
+        "--early-stopping",
+        "Stop a member after this many epochs without better validation accuracy and keep its best "
+        "weights (0 = off; on, the CV accuracy is slightly optimistic: the fold chose the weights).",
+    ),
+    "augment": Flag("--augment/--no-augment", "Random rotation, zoom and shift while training."),
+    # As Keras' RandomRotation/RandomZoom/RandomTranslation and the classic ImageDataGenerator recipe
+    # name them: each drawn uniformly within +/- the value while training.
+    "rotation_degrees": Flag("--rotation", "Augmentation: rotation range, degrees."),
+    "zoom": Flag("--zoom", "Augmentation: zoom range, a fraction."),
+    "shift": Flag("--shift", "Augmentation: shift range, a fraction of the side."),
+    "subset": Flag("--subset", "Train on the first N rows only, for a quick look (0 = all)."),
+    "holdout": Flag(
+        "--holdout",
+        "Keep N labelled rows of train.csv (a stratified draw) out of all training and every choice, and "
+        "predict them instead of test.csv: the submission's predictor scored on known labels, with its "
+        "standard error. For measuring a recipe; such a run has nothing to submit (0 = off).",
+    ),
+    "holdout_seed": Flag("--holdout-seed", "Which rows --holdout draws."),
+    "seed": Flag("--seed", "Base seed of every member."),
+    "backend": Flag("--backend", "Keras backend."),
+    "precision": Flag(
+        "--precision",
+        "auto (mixed float16 on a GPU; mixed bfloat16 on a CPU with AVX512_BF16 or AMX, float32 on other "
+        "CPUs), float32, mixed (float16) or bfloat16.",
+    ),
+    "epoch_validation": Flag(
+        "--epoch-validation/--no-epoch-validation",
+        "Score the validation fold after every epoch (learning curves in `report`). Default: on a GPU "
+        "yes, on a CPU no (a fifth of each epoch); always on with --schedule plateau or --early-stopping. "
+        "The CV accuracy is the same either way.",
+    ),
 }
+CLI_FLAGS = {name: option.flag for name, option in OPTIONS.items()}
+# The values of the settings that are a fixed choice, for Typer.
+CHOICES = {"arch": Arch, "schedule": Schedule, "backend": Backend, "precision": Precision}
+
 # Named sets of settings, one `--recipe` away. A recipe fills in what the command line leaves at its
 # default; an option given explicitly wins. Each one's accuracy on held-out rows is in the README.
 RECIPES: dict[str, dict] = {
     "default": {},
     # For a GPU session: more and longer-trained members, the levers that measured best on held-out rows
-    # (benchmarks/README.md, "Levers screened on one member"); about 3x the default's training.
+    # (benchmarks/README.md, "Findings"); about 3x the default's training.
     "best": {"seeds": 3, "epochs": 40, "rotation_degrees": 5.0, "zoom": 0.05, "shift": 0.05},
 }
 Recipe = Choice("Recipe", {name: name for name in RECIPES})

@@ -1,19 +1,137 @@
-"""`python -m competition.worker RUN_DIR MEMBER...`: one of the processes `kaggle-mnist train` starts
-to spread members over several GPUs. Not a user command: the parent gives it a finished run folder
-(config.json, folds.npy) and the names of its members, and reads its exit code and log."""
+"""Members trained side by side in worker processes: `spawn` (in `kaggle-mnist train`) starts them and
+follows them, `python -m competition.worker RUN_DIR MEMBER...` is one of them. Members are independent,
+so this scales without the gradient syncing of a data-parallel model: one GPU per worker (as on a
+Kaggle "T4 x2" notebook), or on a CPU the run's `cpu_threads` cores each. Free of Keras: a worker
+imports it only after choosing the run's backend."""
 
 from __future__ import annotations
 
+import contextlib
 import os
+import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 
-from competition import backend, storage
-from competition.errors import UserError
+from competition import backend, data, paths, storage
+from competition.errors import SessionDeadline, UserError
+from competition.runs import Run, member_name
+from competition.settings import TrainSettings
 
 # The exit code when the parent is gone: as if it had passed on a SIGTERM.
 ORPHANED = 143
+# A worker's exit code when it stopped at the session's deadline (EX_TEMPFAIL: try again later).
+DEADLINE_EXIT = 75
+# Below this many training images (under a minute of training) starting processes, each importing
+# TensorFlow and loading the data, would eat what side-by-side members gain.
+CPU_WORKERS_MIN_IMAGES = 40_000
+
+
+def cpu_workers(settings: TrainSettings, members: int, train_rows: int) -> int:
+    """Training processes for a CPU run: two side by side, each with half the cores, on a machine with
+    two or more cores, for runs big enough to pay for starting them; else one. The batch-64 CNN spends
+    much of each step in small ops that do not split well over threads, so two single-threaded members
+    train more images per second than one member on both cores (benchmarks/README.md). More than two
+    would multiply the memory (~1 GB each) for a gain not measured."""
+    big = members * settings.epochs * train_rows >= CPU_WORKERS_MIN_IMAGES
+    if settings.backend != "tensorflow" or members < 2 or not big or backend.cpu_cores() < 2:
+        return 1
+    return 2
+
+
+def spawn(run: Run, todo, workers: int, gpus: list[str], steps_per_epoch: int, progress) -> None:
+    """Trains `todo` members of `run` in `workers` processes, each pinned to a GPU with
+    CUDA_VISIBLE_DEVICES where there are GPUs and writing a log in the run's logs/ folder; this process
+    only watches the members' epoch logs to drive the progress bar. Raises SessionDeadline when the
+    workers stopped at the session's deadline, UserError when one failed."""
+    run_dir, settings = run.dir, run.settings
+    logs = run_dir / "logs"
+    logs.mkdir(exist_ok=True)
+    visible = [d for d in os.environ.get("CUDA_VISIBLE_DEVICES", "").split(",") if d.strip()]
+    devices = visible or [str(i) for i in range(len(gpus))]  # more workers than GPUs share them in turn
+    started = {m: epochs_logged(run.member_dir(*m)) for m in todo}
+    procs = []
+    stopped = set()  # workers that stopped at the session's deadline (the others soon follow)
+    try:
+        for w in range(workers):
+            share = todo[w::workers]
+            env = {**os.environ, "KAGGLE_MNIST_WORKSPACE": str(paths.workspace())}
+            if gpus:
+                env["CUDA_VISIBLE_DEVICES"] = devices[w % len(devices)]
+            log_path = logs / f"worker-{w}.log"
+            with open(log_path, "ab") as log:
+                command = [sys.executable, "-m", "competition.worker", str(run_dir)]
+                command += [member_name(*m) for m in share]
+                # stdin: a pipe this process holds open and never writes to; the worker stops when it
+                # closes, which is when this process ends, even by a SIGKILL (stop_when_parent_goes).
+                proc = subprocess.Popen(
+                    command, env=env, stdin=subprocess.PIPE, stdout=log, stderr=subprocess.STDOUT
+                )
+            procs.append((w, proc, log_path))
+        progress.log(f"{len(todo)} members on {workers} workers; their logs are in {logs}")
+        reported = set()
+        while True:
+            done = sum(epochs_logged(run.member_dir(*m)) - started[m] for m in todo)
+            progress.set(done * steps_per_epoch, f"{len(todo) - len(reported)} members training")
+            for m in todo:
+                if m not in reported and run.member_done(*m):
+                    reported.add(m)
+                    result = run.member_info(*m)
+                    progress.log(
+                        f"member {settings.members.index(m) + 1}/{len(settings.members)} (fold {m[0]}, "
+                        f"seed {m[1]}): val acc {result['val_accuracy']:.4%} in {result['seconds']:.0f} s"
+                    )
+            stopped |= {w for w, p, _ in procs if p.poll() == DEADLINE_EXIT}
+            failed = [(w, p, log) for w, p, log in procs if p.poll() not in (None, 0, DEADLINE_EXIT)]
+            if failed:
+                w, proc, log_path = failed[0]
+                lines = log_path.read_text(errors="replace").strip().splitlines() or ["(no output)"]
+                raise UserError(
+                    f"training worker {w} stopped (exit {proc.returncode}): {lines[-1]} "
+                    f"(its log: {log_path}); rerun the same command to continue"
+                )
+            if all(p.poll() is not None for _, p, _ in procs):
+                if stopped:
+                    raise SessionDeadline()
+                return
+            time.sleep(1)
+    finally:
+        for _, proc, _ in procs:
+            if proc.poll() is None:
+                proc.terminate()
+        for _, proc, _ in procs:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(timeout=30)
+            proc.stdin.close()
+
+
+def epochs_logged(folder: Path) -> int:
+    """Complete rows in a member's epoch log, read while another process may be appending to it."""
+    try:
+        return max(0, (folder / "history.csv").read_bytes().count(b"\n") - 1)
+    except OSError:
+        return 0
+
+
+# ----------------------------------------------------------------------------------------------
+# Inside a worker
+
+
+def work(run_dir: Path, names: list[str]) -> None:
+    """A worker's share of a run: trains the named members. The parent holds the run's lock for it.
+    Call after `backend.select`."""
+    from competition import member
+    from competition.progress import RunProgress
+
+    run = Run(Path(run_dir))
+    dataset = data.load()
+    if dataset.arrays_sha256 != run.config.get("arrays_sha256"):
+        raise UserError(f"the data changed since {run.id} started: run `{run.train_command()}` again")
+    member.configure_device(run.settings, backend.gpus())
+    members = [m for m in run.members if member_name(*m) in names]
+    with RunProgress(0, quiet=True) as progress:
+        member.train_members(run, members, run.rows(dataset), run.array("folds.npy"), progress)
 
 
 def stop_when_parent_goes(fd: int = 0) -> None:
@@ -40,13 +158,11 @@ def main(argv: list[str]) -> int:
     stop_when_parent_goes()
     try:
         backend.select(storage.read_json(run_dir / "config.json")["settings"]["backend"])
-        from competition import train
-
         try:
-            train.work(run_dir, names)
-        except train.SessionDeadline:
+            work(run_dir, names)
+        except SessionDeadline:
             print("stopped at the session's deadline; the backup holds the last finished epoch", flush=True)
-            return train.DEADLINE_EXIT
+            return DEADLINE_EXIT
     except UserError as exc:
         print(f"error: {exc.message}", flush=True)
         return exc.exit_code

@@ -128,3 +128,41 @@ def in_run(trained_run, monkeypatch) -> tuple[Path, Path]:
     monkeypatch.setenv("KAGGLE_MNIST_WORKSPACE", str(workspace))
     monkeypatch.chdir(workspace)
     return workspace, run_dir
+
+
+# A run small enough to train in seconds: 2 members of 1 epoch on 150 synthetic digits each.
+TINY = dict(folds=2, seeds=1, epochs=1, batch_size=32, subset=300)
+
+
+@pytest.fixture
+def tiny_data(workspace, tmp_path):
+    """A workspace holding 600 synthetic training digits and 40 test digits, fetched."""
+    from competition import data
+    from tests import digits
+
+    digits.write_csvs(tmp_path / "csvs", n_train=600, n_test=40)
+    data.fetch(tmp_path / "csvs", log=lambda _: None)
+    return workspace
+
+
+def member_files(run_dir: Path) -> dict[str, int]:
+    return {
+        str(p.relative_to(run_dir)): p.stat().st_mtime_ns
+        for p in (run_dir / "members").rglob("*")
+        if p.is_file()
+    }
+
+
+def rerun_continues(args: list[str], cwd: Path, env: dict[str, str]) -> None:
+    """The same `kaggle-mnist` command again, as the user is told to: it continues the run and ends."""
+    rerun = subprocess.run(
+        [sys.executable, "-m", "competition", *args],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert rerun.returncode == 0 and "Continuing the unfinished run" in rerun.stdout, (
+        rerun.stdout + rerun.stderr
+    )

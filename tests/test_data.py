@@ -323,7 +323,20 @@ def test_cli_fetch_reports_errors_in_one_line(workspace, tmp_path):
 
 
 def test_cli_help_explains_every_option(workspace):
-    top = run_cli("--help", cwd=workspace)
-    assert top.returncode == 0 and "fetch" in top.stdout
-    sub = run_cli("fetch", "--help", cwd=workspace)
-    assert "--from" in sub.stdout and "--force" in sub.stdout and "zip" in sub.stdout
+    import typer
+    from typer.testing import CliRunner
+
+    from competition import cli
+
+    group = typer.main.get_command(cli.app)
+    top = CliRunner().invoke(cli.app, ["--help"])
+    assert top.exit_code == 0
+    for name, command in group.commands.items():
+        assert name in top.output, name  # every command listed
+        page = CliRunner().invoke(cli.app, [name, "--help"], terminal_width=200)
+        assert page.exit_code == 0, name
+        for param in command.params:  # every option named and explained
+            if param.param_type_name == "option":
+                assert param.opts[0] in page.output, (name, param.opts[0])
+                assert param.help, (name, param.opts[0])
+    assert "zip" in CliRunner().invoke(cli.app, ["fetch", "--help"]).output

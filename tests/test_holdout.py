@@ -62,6 +62,7 @@ def test_accuracy_comes_with_its_standard_error():
     assert score == {"rows": 4, "accuracy": 0.75, "standard_error": pytest.approx(np.sqrt(0.75 * 0.25 / 4))}
 
 
+@pytest.mark.slow
 def test_a_holdout_run_scores_its_predictor_on_the_held_rows_and_submits_nothing(workspace, tmp_path):
     digits.write_csvs(tmp_path / "csvs", n_train=900, n_test=40)
     quick = ["--folds", "2", "--seeds", "1", "--epochs", "3", "--batch-size", "16", "--quiet"]
@@ -83,6 +84,7 @@ def test_a_holdout_run_scores_its_predictor_on_the_held_rows_and_submits_nothing
     assert not list((workspace / "submissions").glob("*.csv"))
 
 
+@pytest.mark.slow
 def test_a_holdout_run_cannot_be_submitted(workspace):
     result = run_cli("run", "--holdout", "100", "--submit", cwd=workspace)
     assert_clean_failure(result, "nothing to submit")

@@ -54,6 +54,7 @@ def test_blank_picture_is_refused():
         images.to_mnist(Image.new("L", (50, 50), 255))
 
 
+@pytest.mark.slow
 def test_mixed_folder_predicts_the_readable_files_and_names_the_rest(in_run, tmp_path):
     workspace, _ = in_run
     folder = tmp_path / "mine"
@@ -90,6 +91,7 @@ def test_mixed_folder_predicts_the_readable_files_and_names_the_rest(in_run, tmp
         assert float(probability) == pytest.approx(float(np.max(mean)), abs=2e-6)
 
 
+@pytest.mark.slow
 def test_predict_images_errors_are_one_line(in_run, tmp_path):
     workspace, _ = in_run
     (tmp_path / "broken.png").write_bytes(b"junk")

@@ -17,6 +17,9 @@ from tests.conftest import ROOT, assert_clean_failure, run_cli, start_cli
 from tests.fake_kaggle import FakeKaggle, KaggleState
 from tests.test_fetch_api import kaggle_env
 
+# Each test pushes a run that the fake Kaggle trains as a kernel would, in processes of their own.
+pytestmark = pytest.mark.slow
+
 # float32: the fake kernel runs on this CPU, where the GPU default (mixed float16) is emulated and slow.
 KAGGLE_CLIENT = tuple(int(part) for part in version("kaggle").split(".")[:3])
 QUICK = ["--folds", "2", "--seeds", "1", "--epochs", "1", "--subset", "2000", "--precision", "float32"]

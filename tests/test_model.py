@@ -13,7 +13,9 @@ backend.select("tensorflow")
 import keras  # noqa: E402
 from keras import layers  # noqa: E402
 
-from competition.model import BatchNorm, Conv2D, Dropout, RandomAffine, build_model, load  # noqa: E402
+from competition import member  # noqa: E402
+from competition.model import BatchNorm, Conv2D, Dropout, RandomAffine, load  # noqa: E402
+from competition.settings import TrainSettings  # noqa: E402
 
 
 def blob(size: int = 28) -> np.ndarray:
@@ -147,7 +149,7 @@ def test_dropout_masks_drop_the_rate_and_scale_the_rest():
 
 def test_a_saved_model_loads_with_its_layers(tmp_path):
     keras.utils.set_random_seed(0)
-    model = build_model("bncnn")
+    model = member.build(TrainSettings())
     images = np.random.default_rng(1).integers(0, 256, size=(5, 28, 28), dtype=np.uint8)
     before = model.predict(images, verbose=0)
     model.save(tmp_path / "model.keras")

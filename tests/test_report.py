@@ -41,6 +41,7 @@ def test_evaluate_cli_tables_and_json(in_run):
     assert len(result["members"]) == 4
 
 
+@pytest.mark.slow
 def test_report_writes_valid_pictures_and_a_page(in_run):
     workspace, run_dir = in_run
     result = run_cli("report", cwd=workspace)
@@ -66,6 +67,7 @@ def test_report_writes_valid_pictures_and_a_page(in_run):
     assert not list(folder.glob("*partial*"))
 
 
+@pytest.mark.slow
 def test_evaluate_without_a_run_is_one_line(workspace):
     assert_clean_failure(run_cli("evaluate", cwd=workspace), "kaggle-mnist train")
     assert_clean_failure(run_cli("report", cwd=workspace), "kaggle-mnist train")

@@ -6,13 +6,12 @@ from __future__ import annotations
 import errno
 import json
 import shutil
-import signal
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from competition import backend, cli, locks
+from competition import backend, locks
 from competition.errors import UserError
 from competition.runs import Run
 from competition.settings import TrainSettings
@@ -154,6 +153,7 @@ def test_a_second_train_on_the_same_run_is_refused(tiny_run):
     assert training.train(settings, quiet=True) == run_dir and (run_dir / "metrics.json").is_file()
 
 
+@pytest.mark.slow
 def test_a_kill_while_saving_the_model_resumes_from_the_backup(workspace, tmp_path, monkeypatch):
     from competition import data, storage
     from tests import digits
@@ -170,7 +170,7 @@ def test_a_kill_while_saving_the_model_resumes_from_the_backup(workspace, tmp_pa
             raise KeyboardInterrupt
         return real(path, writer)
 
-    monkeypatch.setattr(training.storage, "write_atomic", killed_saving_model)
+    monkeypatch.setattr(storage, "write_atomic", killed_saving_model)
     with pytest.raises(KeyboardInterrupt):
         training.train(settings, fresh=True, quiet=True)
     monkeypatch.undo()
@@ -239,62 +239,7 @@ def test_train_checks_the_free_space_before_training(workspace, tmp_path, monkey
     assert not list((workspace / "ensembles").glob("*/"))  # refused before any run folder was made
 
 
-@pytest.fixture
-def sigint_restored():
-    """cli.main installs its Ctrl-C and SIGTERM handlers in this (pytest's) process: put pytest's back
-    after."""
-    handlers = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
-    yield
-    for sig, handler in handlers.items():
-        signal.signal(sig, handler)
-
-
-def assert_said_interrupted_once(exit_info, capsys) -> None:
-    assert exit_info.value.code == 130
-    assert (
-        capsys.readouterr().err.strip()
-        == "interrupted: run the same command again to continue where it stopped"
-    )
-
-
-def test_a_full_disk_is_one_line_not_a_bug(monkeypatch, capsys, sigint_restored):
-    def full(*args, **kwargs):
-        raise OSError(errno.ENOSPC, "No space left on device", "/work/ensembles/x/model.keras")
-
-    monkeypatch.setattr(cli, "app", full)
-    with pytest.raises(SystemExit) as exit_info:
-        cli.main()
-    err = capsys.readouterr().err
-    assert exit_info.value.code == 74 and err.count("\n") == 1
-    assert (
-        err.startswith("error: the disk is full (/work/ensembles/x/model.keras)")
-        and "run the same command" in err
-    )
-
-
-def test_debug_shows_the_traceback(workspace):
-    plain = run_cli("evaluate", cwd=workspace)
-    assert_clean_failure(plain, "no trained run")
-    debug = run_cli("--debug", "evaluate", cwd=workspace)
-    assert debug.returncode == 1 and "no trained run" in debug.stderr and "Traceback" in debug.stderr
-
-
-def test_a_missing_backend_library_is_one_line_with_the_install_command(monkeypatch):
-    import importlib.util
-
-    from competition import backend as backends
-
-    real = importlib.util.find_spec
-    monkeypatch.setattr(
-        importlib.util, "find_spec", lambda name, *a: None if name == "jax" else real(name, *a)
-    )
-    monkeypatch.delitem(__import__("sys").modules, "keras", raising=False)
-    with pytest.raises(
-        UserError, match="the jax backend needs jax, which is not installed here: pip install jax"
-    ):
-        backends.select("jax")
-
-
+@pytest.mark.slow
 def test_predict_uses_the_backend_of_the_run_it_predicts_with(run_copy):
     workspace, run_dir = run_copy
     # A newer, unfinished run trained with another backend must not decide how this one is loaded.
@@ -339,27 +284,3 @@ def test_a_value_error_while_submitting_is_not_called_a_cut_download(monkeypatch
         kaggle_api.submit(tmp_path / "s.csv", "m")
     assert "cut short" not in info.value.message
     assert info.value.message == "the kaggle client failed while submitting: Invalid value for `ref`"
-
-
-def test_an_interrupt_that_typer_turned_into_exit_code_130_is_said_once(monkeypatch, capsys, sigint_restored):
-    monkeypatch.setattr(cli, "app", lambda **kwargs: 130)
-    with pytest.raises(SystemExit) as exit_info:
-        cli.main()
-    assert_said_interrupted_once(exit_info, capsys)
-
-
-def test_an_interrupt_that_tensorflow_turned_into_another_error_is_still_an_interrupt(
-    monkeypatch, capsys, sigint_restored
-):
-    # Ctrl-C landing in TensorFlow's tracing can surface as a TypeError from a tensor conversion.
-    def interrupted_then_wrapped(*args, **kwargs):
-        try:
-            cli.on_interrupt(signal.SIGINT, None)
-        except KeyboardInterrupt:
-            raise TypeError("Failed to convert elements of (None, 5) to Tensor") from None
-
-    monkeypatch.setattr(cli, "app", interrupted_then_wrapped)
-    monkeypatch.setattr(cli, "interrupt_requested", False)
-    with pytest.raises(SystemExit) as exit_info:
-        cli.main()
-    assert_said_interrupted_once(exit_info, capsys)

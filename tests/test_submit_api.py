@@ -29,6 +29,7 @@ def write_submission(ws, labels) -> None:
     (ws / "submission.csv").write_text("ImageId,Label\n" + rows)
 
 
+@pytest.mark.slow
 def test_run_end_to_end_submits_and_records_the_score(workspace, tmp_path, kaggle):
     env = kaggle_env(tmp_path, kaggle.proxy)
     result = run_cli(

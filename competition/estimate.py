@@ -1,0 +1,105 @@
+"""How long a CPU run takes, said before it starts: a few timed steps of a throwaway member of the run's
+own kind (architecture, augmentation, precision, batch size) give the rates, and `estimate_seconds`
+turns them into the run's time. Import after `backend.select(...)`."""
+
+from __future__ import annotations
+
+import time
+
+import keras
+import numpy as np
+
+from competition import member
+from competition.progress import console, duration
+from competition.resume import EpochBatches, feed, predict_rows
+from competition.settings import TrainSettings
+
+# Below this many training images a run takes a few minutes at most: not worth timing steps for.
+ESTIMATE_MIN_IMAGES = 300_000
+
+
+def estimate_seconds(
+    members: int,
+    epochs: int,
+    train_rows: int,
+    scored_rows: int,
+    train_rate: float,
+    predict_rate: float,
+    member_overhead: float,
+    workers: int = 1,
+) -> float:
+    """Seconds to train `members` members: their epochs at `train_rate` images/s, the rows each one
+    scores (its fold after every validated epoch and at the end, and the test set) at `predict_rate`,
+    and a fixed cost per member (building the model, tracing its functions, saving it). With `workers`
+    processes side by side (each at these rates), the run lasts as long as the busiest one's share."""
+    per_member = epochs * train_rows / train_rate + scored_rows / predict_rate + member_overhead
+    return -(-members // workers) * per_member
+
+
+def cpu_estimate(
+    settings: TrainSettings,
+    members: int,
+    images: np.ndarray,
+    folds: np.ndarray,
+    test_rows: int,
+    workers: int = 1,
+    worker_start: float = 0.0,
+) -> float | None:
+    """Says up front how long a CPU run takes from here (the workers' `worker_start` seconds, then their
+    members), timed in this process, whose threads are already capped to one worker's share of the
+    cores. Returns the seconds it said, or None for a run too small to be worth it."""
+    train_rows, val_rows = int(np.sum(folds != 0)), int(np.sum(folds == 0))
+    if members * settings.epochs * train_rows < ESTIMATE_MIN_IMAGES:
+        return None
+    started = time.perf_counter()
+    keras.utils.set_random_seed(settings.seed)
+    model = member.build(settings)
+    steps, size, batch = 96, settings.batch_size, member.PREDICT_BATCH  # ~3 s of steps on one core
+    # Full batches even from a small --subset (rows repeat): the rate is per step.
+    x = images[np.resize(np.arange(len(images)), max(steps * size, 4 * batch))]
+    y = np.zeros(steps * size, dtype=np.uint8)
+    member.compile(model, settings, steps, jit_compile="auto")
+    model.fit(feed(EpochBatches(x[: 2 * size], y[: 2 * size], size, 0)), shuffle=False, verbose=0)
+    predict_rows(model, x[:batch], batch)
+    overhead = time.perf_counter() - started  # build and trace: what every member pays once
+    # Rates from the end of the first batch to the end of the last, as an epoch runs them, leaving out
+    # what starting and ending a `fit` or `predict` call costs.
+    clock = BatchClock()
+    model.fit(feed(EpochBatches(x[: len(y)], y, size, 0)), shuffle=False, verbose=0, callbacks=[clock])
+    train_rate = size * (len(clock.train) - 1) / (clock.train[-1] - clock.train[0])
+    predict_rows(model, x[: 4 * batch], batch, callbacks=[clock])
+    predict_rate = batch * (len(clock.predict) - 1) / (clock.predict[-1] - clock.predict[0])
+    validated_epochs = settings.epochs if settings.epoch_validation else 0
+    seconds = worker_start + estimate_seconds(
+        members,
+        settings.epochs,
+        train_rows,
+        (validated_epochs + 1) * val_rows + test_rows,
+        train_rate,
+        predict_rate,
+        overhead,
+        workers,
+    )
+    side_by_side = f" in {workers} processes side by side" if workers > 1 else ""
+    console.print(
+        f"[yellow]No GPU found: {members} members x {settings.epochs} epochs on this CPU take about "
+        f"{duration(seconds)} ({workers * train_rate:,.0f} training images/s{side_by_side}). Interrupt any "
+        "time and rerun to continue; for a quick look use --folds 2 --seeds 1 --epochs 1, or train on a "
+        "GPU (`--on kaggle`, or in a Kaggle notebook: Accelerator > GPU).[/]"
+    )
+    return seconds
+
+
+class BatchClock(keras.callbacks.Callback):
+    """When each training and prediction batch ended."""
+
+    def __init__(self):
+        super().__init__()
+        self.train: list[float] = []
+        self.predict: list[float] = []
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.train.append(time.perf_counter())
+
+    def on_predict_batch_end(self, batch, logs=None):
+        self.predict.append(time.perf_counter())

@@ -1,0 +1,148 @@
+"""One member: every architecture trains, a resumed member equals an uninterrupted one, the schedule,
+and the GPU settings as XLA compiles them."""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from competition import backend, storage
+from competition.errors import UserError
+from competition.runs import Run
+from competition.settings import TrainSettings
+from tests.conftest import TINY, member_files
+
+backend.select("tensorflow")
+
+import keras  # noqa: E402
+
+from competition import member  # noqa: E402
+from competition import train as training  # noqa: E402
+
+
+@pytest.mark.parametrize("arch", ["bncnn", "lenet", "mlp"])
+def test_each_architecture_builds_and_trains(tiny_data, arch):
+    run_dir = training.train(TrainSettings(**{**TINY, "arch": arch, "subset": 200}), quiet=True)
+    metrics = storage.read_json(run_dir / "metrics.json")
+    # The CV figure is the accuracy of the saved out-of-fold probabilities on the saved labels.
+    oof, labels = np.load(run_dir / "oof_probs.npy"), np.load(run_dir / "oof_labels.npy")
+    assert metrics["cv_accuracy"] == pytest.approx(float(np.mean(oof.argmax(axis=1) == labels)))
+    assert len(labels) == 200 and oof.shape == (200, 10)
+    assert keras.models.load_model(run_dir / "members" / "f0-s0" / "model.keras").name == arch
+
+
+class Interrupt(keras.callbacks.Callback):
+    """Ctrl-C after the first epoch of the given fold, once BackupAndRestore has saved that epoch."""
+
+    def __init__(self, fold: int, folder: Path):
+        super().__init__()
+        self.fold, self.folder = fold, folder
+
+    def on_epoch_end(self, epoch, logs=None):
+        if self.folder.name.startswith(f"f{self.fold}-") and epoch == 0:
+            raise KeyboardInterrupt
+
+
+@pytest.mark.parametrize(
+    "variant",
+    [
+        # Stateful callbacks: their counters and best weights must come back too.
+        pytest.param({"schedule": "plateau", "early_stopping": 1}, id="plateau+early-stopping"),
+        pytest.param({"schedule": "exponential"}, id="exponential", marks=pytest.mark.slow),
+        # Killed while swapping backup folders: the previous complete epoch is used.
+        pytest.param({"mid_swap": True}, id="killed-mid-swap", marks=pytest.mark.slow),
+        # A per-step schedule lives in the optimizer's state.
+        pytest.param({"schedule": "cosine"}, id="cosine", marks=pytest.mark.slow),
+        # The backup's weights damaged on disk: not loaded; the member starts again from epoch 1.
+        pytest.param({"damaged_backup": True}, id="damaged-backup", marks=pytest.mark.slow),
+    ],
+)
+def test_resume_after_interrupt_equals_an_uninterrupted_run(tiny_data, monkeypatch, variant):
+    variant = dict(variant)
+    mid_swap = variant.pop("mid_swap", False)
+    damaged_backup = variant.pop("damaged_backup", False)
+    settings = TrainSettings(**{**TINY, "epochs": 3, **variant})
+    reference = training.train(settings, quiet=True)
+    reference_probs = np.load(reference / "test_probs.npy")
+
+    original = member.callbacks
+    monkeypatch.setattr(
+        member, "callbacks", lambda s, folder, *a: [*original(s, folder, *a), Interrupt(1, folder)]
+    )
+    with pytest.raises(KeyboardInterrupt):
+        training.train(settings, fresh=True, quiet=True)
+    monkeypatch.setattr(member, "callbacks", original)
+    run_dir = max((tiny_data / "ensembles").glob("*/"), key=lambda p: p.name)
+    assert run_dir != reference and not (run_dir / "metrics.json").exists()
+    assert (run_dir / "members" / "f0-s0" / "member.json").is_file()
+    backup = run_dir / "members" / "f1-s0" / "backup"
+    assert (backup / "current" / "state.json").is_file()  # half-trained, resumable
+    if mid_swap:
+        (backup / "current").rename(backup / "previous")
+        (backup / "next").mkdir()
+        (backup / "next" / "latest.weights.h5").write_bytes(b"cut short")
+    if damaged_backup:
+        weights = backup / "current" / "latest.weights.h5"
+        weights.write_bytes(bytes(weights.stat().st_size))
+    # An unfinished run is not offered to later steps; the message says how to finish it.
+    with pytest.raises(UserError, match=f"run {run_dir} is unfinished: run `kaggle-mnist train .*--epochs 3"):
+        Run.open(run_dir.name)
+    finished = {k: v for k, v in member_files(run_dir).items() if k.startswith("members/f0-s0/")}
+    assert "members/f0-s0/test.npy" in finished
+
+    resumed = training.train(settings, quiet=True)  # the same command again
+    assert resumed == run_dir
+    assert {k: v for k, v in member_files(run_dir).items() if k.startswith("members/f0-s0/")} == finished
+    epochs = [row["epoch"] for row in Run.history(run_dir / "members" / "f1-s0")]
+    reference_epochs = [row["epoch"] for row in Run.history(reference / "members" / "f1-s0")]
+    assert epochs == reference_epochs and epochs[0] == 0
+    np.testing.assert_array_equal(np.load(run_dir / "test_probs.npy"), reference_probs)
+
+
+def test_cosine_schedule_warms_up_and_ends_at_zero(tiny_data):
+    settings = TrainSettings(**{**TINY, "epochs": 4, "schedule": "cosine", "learning_rate": 2e-3})
+    run_dir = training.train(settings, quiet=True)
+    rates = [row["learning_rate"] for row in Run.history(run_dir / "members" / "f0-s0")]
+    # Logged at each epoch's end: the peak after the 1-epoch warmup, then down to zero at the last step.
+    assert rates[0] == pytest.approx(2e-3, rel=1e-3)
+    assert rates[1] > rates[2] > rates[3] and rates[3] == pytest.approx(0.0, abs=1e-9)
+
+
+@pytest.fixture
+def float32_after():
+    yield
+    keras.mixed_precision.set_global_policy("float32")
+
+
+@pytest.mark.slow
+def test_the_gpu_settings_train_on_a_cpu_as_xla_would_compile_them(tiny_data, monkeypatch, float32_after):
+    # What `resolved(gpu=True)` gives (mixed float16, batch 256, the fold scored after every epoch),
+    # compiled the way Keras' jit_compile="auto" decides on a GPU: float16 is emulated here, so the
+    # data is tiny.
+    gpu = TrainSettings(folds=2, seeds=1, epochs=2, subset=300).resolved(gpu=True)
+    assert (gpu.precision, gpu.batch_size, gpu.epoch_validation) == ("mixed", 256, True)
+    from keras.src.trainers.trainer import model_supports_jit
+    from tensorflow.python.framework import config as tf_config
+
+    # As on a GPU, where ops are not made deterministic (Keras turns XLA off where they are), "auto"
+    # compiles with XLA exactly when every layer says it can; then it must train.
+    monkeypatch.setattr(backend, "make_deterministic", tf_config.disable_op_determinism)
+    tf_config.disable_op_determinism()
+    monkeypatch.setattr(member, "JIT_COMPILE", model_supports_jit(member.build(gpu)))
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", UserWarning)  # "Model doesn't support jit_compile=True"
+            run_dir = training.train(gpu, quiet=True)
+    finally:
+        tf_config.enable_op_determinism()
+    run = Run(run_dir)
+    assert run.settings.precision == "mixed" and run.settings.batch_size == 256
+    model = keras.models.load_model(run_dir / "members" / "f0-s0" / "model.keras")
+    assert model.dtype_policy.name == "mixed_float16"
+    for name in ("f0-s0", "f1-s0"):
+        history = (run_dir / "members" / name / "history.csv").read_text().splitlines()
+        assert "val_accuracy" in history[0] and len(history) == 3  # a header and two scored epochs
+    assert 0.0 <= run.metrics["cv_accuracy"] <= 1.0
