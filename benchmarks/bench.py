@@ -95,6 +95,30 @@ def full_commit(rev: str) -> str:
     return done.stdout.strip()
 
 
+def commit() -> str:
+    """HEAD, marked when the package has changes not yet committed."""
+    dirty = subprocess.run(
+        ["git", "status", "--porcelain", "competition"], capture_output=True, text=True, cwd=HERE.parent
+    )
+    return full_commit("HEAD") + ("+changes" if dirty.stdout.strip() else "")
+
+
+def append_result(path: Path, line: dict, repeats: int) -> dict:
+    """One line of a results log, in the one format every benchmark writes: when, the commit and the
+    command measured, the device and the repeats first, then the tool's own figures."""
+    entry = {
+        "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "commit": commit(),
+        "command": "python " + shlex.join(["benchmarks/" + Path(sys.argv[0]).name, *sys.argv[1:]]),
+        "device": line.pop("device", None) or device_name("tensorflow"),
+        "repeats": repeats,
+        **{k: v for k, v in line.items() if k not in ("time", "repeats")},
+    }
+    with open(path, "a") as handle:
+        handle.write(json.dumps(entry) + "\n")
+    return entry
+
+
 def measure_project(cli: list[str], train_args: list[str], workspace: Path, env: dict) -> dict:
     train = timed([*cli, "train", *train_args, "--quiet", "--fresh"], workspace, env)
     predict = timed([*cli, "predict"], workspace, env)
@@ -231,13 +255,7 @@ def main() -> None:
         "backend": args.backend,
     }
     train_args = [f"--{k}={v}" for k, v in recipe.items()] + [f"--batch-size={args.batch_size}"]
-    line = {
-        "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        "device": device_name(args.backend),
-        "recipe": recipe,
-        "repeats": args.repeat,
-        "project_args": args.project_args,
-    }
+    line = {"device": device_name(args.backend), "recipe": recipe, "project_args": args.project_args}
     projects, baselines, classics = [], [], []
     if args.baseline:
         code = checkout(args.baseline, workspace / "baseline-code")
@@ -273,10 +291,7 @@ def main() -> None:
             line["project"]["images_per_second_per_member"] / line["classic"]["images_per_second_per_member"],
             2,
         )
-    text = json.dumps(line)
-    print(text)
-    with open(args.results, "a") as handle:
-        handle.write(text + "\n")
+    print(json.dumps(append_result(args.results, line, args.repeat)))
 
 
 if __name__ == "__main__":

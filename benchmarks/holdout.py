@@ -37,17 +37,9 @@ import numpy as np
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 sys.path.insert(0, str(HERE))
-from bench import DEFAULT_DATA, device_name, full_commit  # noqa: E402
+from bench import DEFAULT_DATA, commit, device_name  # noqa: E402
 
 LOG = HERE / "holdout.jsonl"
-
-
-def commit() -> str:
-    """HEAD, marked when the package has changes not yet committed."""
-    dirty = subprocess.run(
-        ["git", "status", "--porcelain", "competition"], capture_output=True, text=True, cwd=ROOT
-    )
-    return full_commit("HEAD") + ("+changes" if dirty.stdout.strip() else "")
 
 
 def kaggle_mnist(command: list[str], workspace: Path) -> tuple[str, float]:
@@ -101,6 +93,7 @@ def measure(name: str, holdout: int, seed: int, options: list[str], workdir: Pat
         "commit": commit(),
         "command": "kaggle-mnist " + shlex.join(command),
         "device": device_name("tensorflow"),
+        "repeats": 1,  # one run per line: a recipe's repeats are its holdout seeds
         "recipe": name,
         "holdout": holdout,
         "holdout_seed": seed,
@@ -149,6 +142,7 @@ def measure_member(name: str, holdout: int, seed: int, options: list[str], workd
         "commit": commit(),
         "command": "kaggle-mnist " + shlex.join(command),
         "device": device_name("tensorflow"),
+        "repeats": 1,
         "recipe": f"member:{name}",
         "holdout": holdout,
         "holdout_seed": seed,

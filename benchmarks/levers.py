@@ -15,7 +15,6 @@ over the repeats and appends a JSON line to benchmarks/levers.jsonl. See benchma
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 import sys
@@ -28,7 +27,7 @@ sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parent))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
-from bench import DEFAULT_DATA, device_name  # noqa: E402
+from bench import DEFAULT_DATA, append_result, device_name  # noqa: E402
 
 # Each variant changes one thing from the one above it, from the code as it was (three augmentation
 # layers, Keras' batch norm, float32, validation every epoch) to what `train` does now.
@@ -214,15 +213,12 @@ def main() -> None:
 
     reference = statistics.median(rates[names[0]])
     line = {
-        "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "device": device_name("tensorflow"),
         "epochs": args.epochs,
-        "repeats": args.repeat,
         "threads": args.threads or os.cpu_count(),
         "images_per_second": {n: [round(r) for r in rates[n]] for n in names},
     }
-    with open(args.results, "a") as handle:
-        handle.write(json.dumps(line) + "\n")
+    line = append_result(args.results, line, args.repeat)
     print(
         f"\n{line['device']}, {line['threads']} thread(s), {args.repeat} repeats of {args.epochs} timed epochs"
         " on 6,000 rows"
