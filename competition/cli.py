@@ -43,6 +43,9 @@ QuietOption = Annotated[
     bool, typer.Option("--quiet", help="Plain log lines instead of the live progress bar.")
 ]
 WorkersOption = Annotated[int, typer.Option(help=WORKERS_HELP)]
+FreshOption = Annotated[
+    bool, typer.Option("--fresh", help="Start a new run even if this one was trained or interrupted before.")
+]
 RecipeOption = Annotated[
     Recipe,
     typer.Option(
@@ -190,10 +193,7 @@ def train(
             show_default=False,
         ),
     ] = None,
-    fresh: Annotated[
-        bool,
-        typer.Option("--fresh", help="Start a new run even if this one was trained or interrupted before."),
-    ] = False,
+    fresh: FreshOption = False,
     quiet: QuietOption = False,
     on: OnOption = Where.here,
     accelerator: AcceleratorOption = DEFAULT_ACCELERATOR,
@@ -404,6 +404,7 @@ def run_all(
     ] = False,
     message: Annotated[str | None, typer.Option("--message", help="Submission description.")] = None,
     workers: WorkersOption = 0,
+    fresh: FreshOption = False,
     quiet: QuietOption = False,
     on: OnOption = Where.here,
     accelerator: AcceleratorOption = DEFAULT_ACCELERATOR,
@@ -419,6 +420,8 @@ def run_all(
             "--holdout predicts held-out rows of train.csv, not test.csv, so there is nothing to submit: "
             "drop --submit (or --holdout)"
         )
+    if on == Where.kaggle and fresh:
+        raise UserError("--fresh is for training here; --on kaggle re-attaches to or installs the run")
     data.fetch(source=source, log=typer.echo)
     if on == Where.kaggle:
         run_dir = _train_on_kaggle(settings, accelerator, kernels, quiet)
@@ -428,7 +431,7 @@ def run_all(
         backends.select(settings.backend)
         from competition import train as training
 
-        run_dir = training.train(settings, quiet=quiet, workers=workers)
+        run_dir = training.train(settings, fresh=fresh, quiet=quiet, workers=workers)
     from competition import predict as predicting
     from competition import submission
 

@@ -60,7 +60,7 @@ def train(
     if unknown:
         raise UserError(
             f"no member {', '.join(unknown)} in a {settings.folds}x{settings.seeds} run: "
-            f"names run from f0-s0 to f{settings.folds - 1}-s{settings.seeds - 1}"
+            f"names run from {member_name(0, 0)} to {member_name(settings.folds - 1, settings.seeds - 1)}"
         )
     # Finding or creating the run is one step for one process at a time, so two commands started
     # together cannot both create it; the run itself is then held for as long as this command trains.

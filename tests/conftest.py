@@ -15,6 +15,14 @@ from competition import kaggle_api
 ROOT = Path(__file__).resolve().parents[1]
 
 
+def pytest_collection_modifyitems(items) -> None:
+    """A test that pushes runs to the fake Kaggle (its `kaggle` fixture) waits for kernels that train in
+    processes of their own: slow."""
+    for item in items:
+        if item.module.__name__.endswith("test_kernels") and "kaggle" in item.fixturenames:
+            item.add_marker(pytest.mark.slow)
+
+
 @dataclass
 class Result:
     returncode: int

@@ -11,7 +11,7 @@ import pytest
 
 from competition import backend, cli
 from competition.errors import UserError
-from competition.settings import OPTIONS, RECIPES, TrainSettings
+from competition.settings import OPTIONS, TrainSettings
 from tests.conftest import ROOT, assert_clean_failure, rerun_continues, run_cli, start_cli
 
 backend.select("tensorflow")
@@ -157,7 +157,7 @@ def test_train_run_and_kernel_script_take_every_setting_from_the_one_table():
     assert len(flags) == len(OPTIONS) + sum("/" in o.flag for o in OPTIONS.values())
     for command in ("train", "run", "kernel-script"):
         assert flags | {"--recipe"} <= _options(command), command
-    assert _options("train") - _options("run") == {"--members", "--fresh"}
+    assert _options("train") - _options("run") == {"--members"}  # run finishes the run it trains
     # A run's resolved settings turn back into options that exist, the changed ones and only those.
     changed = TrainSettings(folds=3, seeds=1, epochs=4, dropout_rate=0.3, augment=False, backend="jax")
     options = changed.resolved(gpu=False).cli_options()
@@ -170,26 +170,6 @@ def test_train_run_and_kernel_script_take_every_setting_from_the_one_table():
         "--backend jax",
     ]
     assert {option.split(" ")[0] for option in options} <= flags
-
-
-def test_a_recipe_fills_what_the_command_line_leaves_at_its_default(monkeypatch):
-    seen = {}
-    monkeypatch.setattr(
-        "competition.kernels.kernel_script", lambda settings: seen.setdefault("settings", settings) and ""
-    )
-    from typer.testing import CliRunner
-
-    runner = CliRunner()
-    result = runner.invoke(cli.app, ["kernel-script", "--recipe", "best", "--epochs", "7"])
-    assert result.exit_code == 0, result.output
-    best = RECIPES["best"]
-    settings = seen["settings"]
-    assert settings.epochs == 7  # given: it wins over the recipe's 40
-    assert (settings.seeds, settings.rotation_degrees, settings.zoom) == (
-        best["seeds"],
-        best["rotation_degrees"],
-        best["zoom"],
-    )
 
 
 def test_the_default_accelerator_is_the_kernels_own():

@@ -11,14 +11,12 @@ from importlib.metadata import version
 
 import pytest
 
+from competition import data
 from competition.settings import RECIPES, TrainSettings
 from tests import digits
 from tests.conftest import ROOT, assert_clean_failure, run_cli, start_cli
 from tests.fake_kaggle import FakeKaggle, KaggleState
 from tests.test_fetch_api import kaggle_env
-
-# Each test pushes a run that the fake Kaggle trains as a kernel would, in processes of their own.
-pytestmark = pytest.mark.slow
 
 # float32: the fake kernel runs on this CPU, where the GPU default (mixed float16) is emulated and slow.
 KAGGLE_CLIENT = tuple(int(part) for part in version("kaggle").split(".")[:3])
@@ -43,7 +41,7 @@ def env(workspace, tmp_path, kaggle) -> dict[str, str]:
         "KAGGLE_MNIST_KERNEL_POLL": "0.3",
         "KAGGLE_MNIST_KERNEL_STALE": "20",
     }
-    assert run_cli("fetch", "--from", str(tmp_path / "csvs"), cwd=workspace, env=values).returncode == 0
+    data.fetch(tmp_path / "csvs", log=lambda _: None)  # into the workspace, as `fetch --from` does
     return values
 
 
@@ -268,6 +266,7 @@ def member_predictions(run_dir) -> dict[str, bytes]:
 
 def test_kernels_beyond_the_accounts_gpu_sessions_wait_here_and_all_finish(workspace, kaggle, env):
     kaggle.state.gpu_session_limit = 2
+    kaggle.state.replay = False  # kernels that run for a while, so that two hold the sessions at once
     three = [*QUICK[:1], "3", *QUICK[2:]]  # --folds 3: three members, one per kernel
     result = run_cli("train", "--on", "kaggle", *three, "--kernels", "3", cwd=workspace, env=env, timeout=900)
     assert result.returncode == 0, result.output
@@ -335,6 +334,7 @@ def test_a_stalled_output_download_ends_in_one_line_and_the_rerun_fetches_it(wor
 
 
 def test_progress_comes_from_the_live_log_where_the_client_streams_it(workspace, kaggle, env):
+    kaggle.state.replay = False  # the kernel must be running while the command follows it
     result = run_cli("train", "--on", "kaggle", *QUICK, cwd=workspace, env=env, timeout=600)
     assert result.returncode == 0, result.output
     assert "Estimated GPU time: about" in result.stdout and "assumed rate" in result.stdout
