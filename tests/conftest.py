@@ -174,3 +174,12 @@ def rerun_continues(args: list[str], cwd: Path, env: dict[str, str]) -> None:
     assert rerun.returncode == 0 and "Continuing the unfinished run" in rerun.stdout, (
         rerun.stdout + rerun.stderr
     )
+
+
+@pytest.fixture
+def float32_after():
+    """For a test that trains with the GPU settings (mixed float16): the global policy put back after."""
+    yield
+    import keras
+
+    keras.mixed_precision.set_global_policy("float32")

@@ -111,12 +111,6 @@ def test_cosine_schedule_warms_up_and_ends_at_zero(tiny_data):
     assert rates[1] > rates[2] > rates[3] and rates[3] == pytest.approx(0.0, abs=1e-9)
 
 
-@pytest.fixture
-def float32_after():
-    yield
-    keras.mixed_precision.set_global_policy("float32")
-
-
 @pytest.mark.slow
 def test_the_gpu_settings_train_on_a_cpu_as_xla_would_compile_them(tiny_data, monkeypatch, float32_after):
     # What `resolved(gpu=True)` gives (mixed float16, batch 256, the fold scored after every epoch),
