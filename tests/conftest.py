@@ -176,10 +176,11 @@ def rerun_continues(args: list[str], cwd: Path, env: dict[str, str]) -> None:
     )
 
 
-@pytest.fixture
+@pytest.fixture(autouse=True)
 def float32_after():
-    """For a test that trains with the GPU settings (mixed float16): the global policy put back after."""
+    """Training sets Keras' global dtype policy (mixed bfloat16 on this CPU, mixed float16 with the GPU
+    settings): put float32 back after every test, so no test depends on which ran before it."""
     yield
-    import keras
-
-    keras.mixed_precision.set_global_policy("float32")
+    keras = sys.modules.get("keras")
+    if keras is not None:
+        keras.mixed_precision.set_global_policy("float32")

@@ -112,11 +112,11 @@ def test_cosine_schedule_warms_up_and_ends_at_zero(tiny_data):
 
 
 @pytest.mark.slow
-def test_the_gpu_settings_train_on_a_cpu_as_xla_would_compile_them(tiny_data, monkeypatch, float32_after):
+def test_the_gpu_settings_train_on_a_cpu_as_xla_would_compile_them(tiny_data, monkeypatch):
     # What `resolved(gpu=True)` gives (mixed float16, batch 256, the fold scored after every epoch),
     # compiled the way Keras' jit_compile="auto" decides on a GPU: float16 is emulated here, so the
     # data is tiny.
-    gpu = TrainSettings(folds=2, seeds=1, epochs=2, subset=300).resolved(gpu=True)
+    gpu = TrainSettings(folds=2, seeds=1, epochs=1, subset=300).resolved(gpu=True)
     assert (gpu.precision, gpu.batch_size, gpu.epoch_validation) == ("mixed", 256, True)
     from keras.src.trainers.trainer import model_supports_jit
     from tensorflow.python.framework import config as tf_config
@@ -129,14 +129,17 @@ def test_the_gpu_settings_train_on_a_cpu_as_xla_would_compile_them(tiny_data, mo
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", UserWarning)  # "Model doesn't support jit_compile=True"
-            run_dir = training.train(gpu, quiet=True)
+            # One member: float16 is emulated on a CPU, and the other member would take the same path.
+            run_dir = training.train(gpu, quiet=True, only=["f0-s0"])
     finally:
         tf_config.enable_op_determinism()
     run = Run(run_dir)
     assert run.settings.precision == "mixed" and run.settings.batch_size == 256
+    assert run.member_done(0, 0) and not run.member_done(1, 0)
     model = keras.models.load_model(run_dir / "members" / "f0-s0" / "model.keras")
     assert model.dtype_policy.name == "mixed_float16"
-    for name in ("f0-s0", "f1-s0"):
-        history = (run_dir / "members" / name / "history.csv").read_text().splitlines()
-        assert "val_accuracy" in history[0] and len(history) == 3  # a header and two scored epochs
-    assert 0.0 <= run.metrics["cv_accuracy"] <= 1.0
+    history = (run_dir / "members" / "f0-s0" / "history.csv").read_text().splitlines()
+    assert "val_accuracy" in history[0] and len(history) == 2  # a header and the scored epoch
+    oof_rows, oof, test = run.member_predictions(0, 0)
+    assert oof.shape == (len(oof_rows), 10) and test.shape == (40, 10)
+    np.testing.assert_allclose(oof.sum(axis=1), 1.0, atol=1e-3)

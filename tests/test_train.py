@@ -77,6 +77,7 @@ def test_run_folder_is_complete_and_loadable(tiny_data):
     assert not list((tiny_data / "ensembles").glob(".*partial*"))
 
 
+@pytest.mark.slow
 def test_same_seed_same_predictions_and_a_rerun_trains_nothing(tiny_data):
     first = training.train(TrainSettings(**TINY), quiet=True)
     files = member_files(first)
