@@ -96,12 +96,11 @@ def _settings(ctx: typer.Context, recipe: str, values: dict) -> TrainSettings:
 def settings_options(command):
     """Gives `command` --recipe and an option for every setting in settings.OPTIONS, after its own, and
     calls it with the one TrainSettings they make (its `settings` parameter)."""
-    defaults = TrainSettings()
     own = [p for p in inspect.signature(command, eval_str=True).parameters.values() if p.name != "settings"]
     keyword = inspect.Parameter.KEYWORD_ONLY
     made = [inspect.Parameter("recipe", keyword, default=Recipe.default, annotation=RecipeOption)]
     for name, option in OPTIONS.items():
-        default = getattr(defaults, name)
+        default = getattr(DEFAULTS, name)
         kind = CHOICES.get(name) or (bool | None if default is None else type(default))
         declared = typer.Option(*option.flag.split(" "), help=option.help, show_default=default is not None)
         made.append(inspect.Parameter(name, keyword, default=default, annotation=Annotated[kind, declared]))
