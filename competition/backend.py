@@ -11,6 +11,7 @@ import os
 import sys
 import time
 
+from competition import paths
 from competition.errors import UserError
 from competition.versions import require as require_supported_versions
 
@@ -46,6 +47,11 @@ def select(name: str) -> None:
     # JAX grabs 75% of every GPU when it first lists devices; with one training process per GPU, the
     # process that only counts them would starve the others. Allocate as needed instead.
     os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
+    if name == "jax":
+        # XLA compiles each member's training step anew (seconds on a CPU); members share one
+        # architecture, so all but the first of a run (and every member of a rerun) load the same
+        # compiled program from JAX's disk cache instead: the same program, the same numbers.
+        os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", str(paths.compile_cache_dir()))
     global import_seconds
     started = time.perf_counter()
     try:
@@ -78,6 +84,15 @@ def _quiet_native_stderr():
         os.dup2(saved, 2)
         os.close(saved)
         os.close(devnull)
+
+
+def seed(value: int) -> None:
+    """Seeds Python, NumPy and the backend. Keras seeds TensorFlow as well wherever it is installed,
+    importing it on first use under JAX: muted as in `select`, or its CUDA probes reach the terminal."""
+    import keras
+
+    with _quiet_native_stderr():
+        keras.utils.set_random_seed(value)
 
 
 def gpus() -> list[str]:

@@ -9,7 +9,7 @@ import time
 import keras
 import numpy as np
 
-from competition import member
+from competition import backend, member
 from competition.progress import console, duration
 from competition.resume import EpochBatches, feed, predict_rows
 from competition.settings import TrainSettings
@@ -52,7 +52,7 @@ def cpu_estimate(
     if members * settings.epochs * train_rows < ESTIMATE_MIN_IMAGES:
         return None
     started = time.perf_counter()
-    keras.utils.set_random_seed(settings.seed)
+    backend.seed(settings.seed)
     model = member.build(settings)
     steps, size, batch = 96, settings.batch_size, member.PREDICT_BATCH  # ~3 s of steps on one core
     # Full batches even from a small --subset (rows repeat): the rate is per step.

@@ -101,7 +101,7 @@ def train_member(
         # Trained but interrupted before its predictions were saved: predict, don't retrain.
         model = load_model(folder / "model.keras")
     else:
-        keras.utils.set_random_seed(seed)
+        backend.seed(seed)
         model = build(settings)
         batches = EpochBatches(images[train_rows], labels[train_rows], settings.batch_size, seed)
         compile(model, settings, len(batches))

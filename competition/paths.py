@@ -48,3 +48,9 @@ def ensembles_dir() -> Path:
 
 def submissions_dir() -> Path:
     return workspace() / "submissions"
+
+
+def compile_cache_dir() -> Path:
+    """JAX's cache of compiled programs: the user's own (it is trusted code), outside any workspace."""
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "kaggle-mnist" / "jax"

@@ -14,7 +14,7 @@ from matplotlib.colors import LogNorm
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
-from competition import data, evaluate, storage
+from competition import backend, data, evaluate, storage
 from competition.expected import explain
 from competition.runs import Run
 from competition.settings import TrainSettings
@@ -161,7 +161,7 @@ def augmentation_figure(
     rows = [int(np.flatnonzero(labels == d)[0]) for d in range(10) if np.any(labels == d)]
     originals = images[rows]
     if settings.augment:
-        keras.utils.set_random_seed(settings.seed)
+        backend.seed(settings.seed)
         layers = RandomAffine(settings.rotation_degrees, settings.zoom, settings.shift)
         batch = keras.ops.cast(originals[..., None], "float32")
         augmented = [keras.ops.convert_to_numpy(layers(batch, training=True))[..., 0] for _ in range(copies)]

@@ -52,6 +52,8 @@ def workspace(tmp_path, monkeypatch) -> Iterator[Path]:
         "KAGGLE_KEY",
         "KAGGLE_API_TOKEN",
         "XDG_CONFIG_HOME",
+        "XDG_CACHE_HOME",
+        "JAX_COMPILATION_CACHE_DIR",
     ):
         monkeypatch.delenv(var, raising=False)
     kaggle_api.reset_client()

@@ -6,7 +6,9 @@ input/digit-recognizer/ holding the CSVs in `KaggleState.kernel_input`, its work
 is a deterministic function of its text and its input files (training on a CPU is bit-for-bit
 reproducible), so a script already run once in this test session on the same input is replayed: its
 output files and log come back as they were, without a second process (`KaggleState.replay`; never
-for a session with a time limit or another kernel's output as input). Tests that need a kernel to be
+for a session with a time limit or another kernel's output as input). Runs are kept in
+`KaggleState.replay_dir`, which the test processes of one session share (pytest-xdist): a kernel that
+another process is running already is waited for, then replayed. Tests that need a kernel to be
 running for a while turn replay off.
 
 The client is routed here without patching it: `KAGGLE_API_ENVIRONMENT=LOCALHOST` makes it post to
@@ -25,12 +27,15 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import urlsplit
+
+from filelock import FileLock
 
 COMPETITION_SERVICE = "competitions.CompetitionApiService"
 KERNELS_SERVICE = "kernels.KernelsApiService"
@@ -78,6 +83,7 @@ class KaggleState:
     output_stall_seconds: float = 0.0  # an output download sends its headers, then nothing for this long
     lose_output: bool = False  # a kernel lists no output files (finished, but its output is gone)
     replay: bool = True  # a script already run on the same input finishes at once with the same output
+    replay_dir: Path | None = None  # where finished runs are kept for replay (None: no replay)
 
 
 class FakeKaggle:
@@ -335,7 +341,7 @@ class _Handler(BaseHTTPRequestHandler):
         replayable = state.replay and not state.session_seconds and not payload.get("kernelDataSources")
         threading.Thread(
             target=_run_kernel,
-            args=(kernel, state.kernel_queue_seconds, state.session_seconds, replayable),
+            args=(kernel, state.kernel_queue_seconds, state.session_seconds, replayable and state.replay_dir),
             daemon=True,
         ).start()
         self._send_json(
@@ -423,10 +429,6 @@ def _running(kernel: dict) -> bool:
     return kernel["process"] is None or kernel["process"].poll() is None
 
 
-# Finished kernels by (script, input files): their output files, log and exit code, for replay.
-_FINISHED: dict[str, tuple[dict[str, bytes], list[str], int]] = {}
-
-
 class _Finished:
     """Stands in for the process of a replayed kernel: already ended, with the first run's exit code."""
 
@@ -437,23 +439,41 @@ class _Finished:
         return self.returncode
 
 
-def _run_kernel(kernel: dict, queue_seconds: float, session_seconds: float, replayable: bool) -> None:
+def _run_kernel(kernel: dict, queue_seconds: float, session_seconds: float, replay_dir: Path | None) -> None:
     """Runs a pushed script as Kaggle would: its own process, /kaggle mounted, output in working/;
-    killed when the session's time is up. Replays an identical script's run when `replayable`."""
+    killed when the session's time is up. Replays an identical script's run kept in `replay_dir`."""
     time.sleep(queue_seconds)
+    if not replay_dir:
+        return _execute(kernel, session_seconds)
     folder = kernel["folder"]
     digest = hashlib.sha256()
     for path in [folder / "script.py", *sorted((folder / "input").rglob("*"))]:
         if path.is_file():
             digest.update(str(path.relative_to(folder)).encode() + path.read_bytes())
-    key = digest.hexdigest()
-    if replayable and key in _FINISHED:
-        files, log, returncode = _FINISHED[key]
-        for name, data in files.items():
-            (kernel["working"] / name).write_bytes(data)
-        kernel["log"].extend(log)
-        kernel["process"] = _Finished(returncode)
-        return
+    kept = replay_dir / digest.hexdigest()
+    replay_dir.mkdir(parents=True, exist_ok=True)
+    # One process runs a given script; the others wait for its run and replay it.
+    with FileLock(str(kept) + ".lock"):
+        if not kept.is_dir():
+            returncode, log = _execute(kernel, session_seconds)
+            staging = Path(tempfile.mkdtemp(dir=replay_dir))
+            for path in kernel["working"].iterdir():
+                if path.is_file():
+                    shutil.copyfile(path, staging / path.name)
+            (staging / ".kernel.json").write_text(json.dumps({"returncode": returncode, "log": log}))
+            staging.rename(kept)
+            return
+    record = json.loads((kept / ".kernel.json").read_text())
+    for path in kept.iterdir():
+        if path.name != ".kernel.json":
+            shutil.copyfile(path, kernel["working"] / path.name)
+    kernel["log"].extend(record["log"])
+    kernel["process"] = _Finished(record["returncode"])
+
+
+def _execute(kernel: dict, session_seconds: float) -> tuple[int, list[str]]:
+    """The script in a process of its own; its exit code and log."""
+    folder = kernel["folder"]
     env = {k: v for k, v in os.environ.items() if not k.startswith(("KAGGLE", "PYTHONPATH"))}
     env.update(
         {
@@ -484,10 +504,7 @@ def _run_kernel(kernel: dict, queue_seconds: float, session_seconds: float, repl
     for line in process.stdout:
         log.append(line)
         kernel["log"].append(line)
-    process.wait()
-    if replayable and not kernel["killed"]:
-        files = {p.name: p.read_bytes() for p in kernel["working"].iterdir() if p.is_file()}
-        _FINISHED[key] = (files, log, process.returncode)
+    return process.wait(), log
 
 
 def _score(data: bytes, labels: list[int] | None) -> tuple[float, str | None]:

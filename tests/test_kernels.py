@@ -4,6 +4,7 @@ the pushed script: push, follow, download, verify, install; re-attach; every fai
 from __future__ import annotations
 
 import json
+import os
 import re
 import signal
 import time
@@ -20,15 +21,24 @@ from tests.test_fetch_api import kaggle_env
 
 # float32: the fake kernel runs on this CPU, where the GPU default (mixed float16) is emulated and slow.
 KAGGLE_CLIENT = tuple(int(part) for part in version("kaggle").split(".")[:3])
-QUICK = ["--folds", "2", "--seeds", "1", "--epochs", "1", "--subset", "2000", "--precision", "float32"]
+# Two epochs, so that the run a kernel stopped mid-member continues is this one (and is replayed).
+QUICK = ["--folds", "2", "--seeds", "1", "--epochs", "2", "--subset", "2000", "--precision", "float32"]
+
+
+@pytest.fixture(scope="session")
+def replay_dir(tmp_path_factory):
+    """Kernel runs kept for replay, shared by this session's test processes (pytest-xdist gives each
+    its own temporary folder, inside one they share)."""
+    base = tmp_path_factory.getbasetemp()
+    return (base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base) / "kernel-replays"
 
 
 @pytest.fixture
-def kaggle(workspace, tmp_path):
+def kaggle(workspace, tmp_path, replay_dir):
     csvs = tmp_path / "csvs"
     digits.write_csvs(csvs, n_train=2400, n_test=60)
     (tmp_path / "kernels").mkdir()
-    state = KaggleState(kernel_root=tmp_path / "kernels", kernel_input=csvs)
+    state = KaggleState(kernel_root=tmp_path / "kernels", kernel_input=csvs, replay_dir=replay_dir)
     with FakeKaggle(state) as fake:
         yield fake
 
@@ -79,7 +89,7 @@ def test_train_on_kaggle_pushes_once_and_installs_a_run_predict_uses(workspace, 
 
 def test_interrupting_the_wait_detaches_and_the_same_command_reattaches(workspace, kaggle, env):
     kaggle.state.kernel_queue_seconds = 4.0
-    full_env = {**{k: v for k, v in __import__("os").environ.items() if not k.startswith("KAGGLE")}, **env}
+    full_env = {**{k: v for k, v in os.environ.items() if not k.startswith("KAGGLE")}, **env}
     full_env["PYTHONPATH"] = str(ROOT)
     proc = start_cli(["train", "--on", "kaggle", *QUICK], cwd=workspace, env=full_env)
     record = workspace / "ensembles" / ".kaggle-kernels.json"
@@ -350,12 +360,11 @@ def test_progress_comes_from_the_live_log_where_the_client_streams_it(workspace,
 def test_a_kernel_stopped_by_the_session_limit_continues_and_matches_an_uninterrupted_run(
     workspace, tmp_path, kaggle, env
 ):
-    two_epochs = [*QUICK[:4], "--epochs", "2", *QUICK[6:]]
     # A session limit of one second: each kernel stops after its first epoch past it and the next
     # continues from its output; members are trained in 3 sessions (f0 epoch 1 | f0 epoch 2, f1 epoch 1
     # | f1 epoch 2).
     short = {**env, "KAGGLE_MNIST_SESSION_SECONDS": "1"}
-    result = run_cli("train", "--on", "kaggle", *two_epochs, cwd=workspace, env=short, timeout=900)
+    result = run_cli("train", "--on", "kaggle", *QUICK, cwd=workspace, env=short, timeout=900)
     assert result.returncode == 0, result.output
     assert result.stdout.count("stopped before Kaggle's session limit") == 2
     assert len(kaggle.state.pushes) == 3
@@ -363,11 +372,12 @@ def test_a_kernel_stopped_by_the_session_limit_continues_and_matches_an_uninterr
     assert kaggle.state.pushes[1]["kernelDataSources"] == [first]
     assert kaggle.state.pushes[2]["kernelDataSources"] == [second]
     (run_id,) = installed(workspace)
-    # The same run in one session, in another workspace on the same fake Kaggle.
+    # The same run in one session, in another workspace on the same fake Kaggle (replayed where another
+    # test has run it: the output of the same script on the same input, uninterrupted).
     other = tmp_path / "other"
     other.mkdir()
     assert run_cli("fetch", "--from", str(tmp_path / "csvs"), cwd=other, env=env).returncode == 0
-    whole = run_cli("train", "--on", "kaggle", *two_epochs, cwd=other, env=env, timeout=900)
+    whole = run_cli("train", "--on", "kaggle", *QUICK, cwd=other, env=env, timeout=900)
     assert whole.returncode == 0, whole.output
     (other_id,) = installed(other)
     resumed = member_predictions(workspace / "ensembles" / run_id)

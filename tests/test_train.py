@@ -78,23 +78,9 @@ def test_run_folder_is_complete_and_loadable(tiny_data):
 
 
 @pytest.mark.slow
-def test_same_seed_same_predictions_and_a_rerun_trains_nothing(tiny_data):
-    first = training.train(TrainSettings(**TINY), quiet=True)
-    files = member_files(first)
-    again = training.train(TrainSettings(**TINY), quiet=True)  # the same command: already done
-    assert again == first and member_files(first) == files
-    second = training.train(TrainSettings(**TINY), fresh=True, quiet=True)
-    assert second != first
-    np.testing.assert_array_equal(np.load(first / "test_probs.npy"), np.load(second / "test_probs.npy"))
-    np.testing.assert_array_equal(np.load(first / "oof_probs.npy"), np.load(second / "oof_probs.npy"))
-    other = training.train(TrainSettings(**{**TINY, "seed": 7}), quiet=True)
-    assert not np.array_equal(np.load(first / "test_probs.npy"), np.load(other / "test_probs.npy"))
-
-
-@pytest.mark.slow
-def test_members_option_trains_part_of_a_run_and_the_rest_later(tiny_data, capsys):
+def test_a_run_in_parts_equals_one_in_one_go_and_a_rerun_trains_nothing(tiny_data, capsys):
     settings = TrainSettings(**TINY)
-    run_dir = training.train(settings, quiet=True, only=["f1-s0"])
+    run_dir = training.train(settings, quiet=True, only=["f1-s0"])  # `--members f1-s0`
     assert sorted(p.name for p in (run_dir / "members").iterdir()) == ["f1-s0"]
     assert not (run_dir / "metrics.json").exists()
     assert "1 of 2 members trained" in capsys.readouterr().out
@@ -103,8 +89,17 @@ def test_members_option_trains_part_of_a_run_and_the_rest_later(tiny_data, capsy
     assert training.train(settings, quiet=True) == run_dir  # the rest: f0-s0, then the run is scored
     assert (run_dir / "metrics.json").is_file()
     assert {k: v for k, v in member_files(run_dir).items() if k.startswith("members/f1-s0/")} == part
-    whole = training.train(settings, fresh=True, quiet=True)  # the same members, trained in one go
-    np.testing.assert_array_equal(np.load(run_dir / "test_probs.npy"), np.load(whole / "test_probs.npy"))
+    files = member_files(run_dir)
+    assert training.train(settings, quiet=True) == run_dir  # the same command: already done
+    assert member_files(run_dir) == files
+    # The same seed from scratch, in one go: the same numbers to the last bit.
+    whole = training.train(settings, fresh=True, quiet=True)
+    assert whole != run_dir
+    for name in ("test_probs.npy", "oof_probs.npy"):
+        np.testing.assert_array_equal(np.load(run_dir / name), np.load(whole / name))
+    other = training.train(dataclasses.replace(settings, seed=7), quiet=True, only=["f0-s0"])
+    test = "members/f0-s0/test.npy"
+    assert not np.array_equal(np.load(run_dir / test), np.load(other / test))
     with pytest.raises(UserError, match="no member f2-s0 in a 2x1 run"):
         training.train(settings, quiet=True, fresh=True, only=["f2-s0"])
 
@@ -165,7 +160,7 @@ def test_a_subset_larger_than_train_csv_is_refused_before_any_run_exists(tiny_da
 
 
 @pytest.mark.slow
-def test_the_jax_backend_trains_and_predicts(tiny_data):
+def test_the_jax_backend_trains_and_predicts(tiny_data, tmp_path):
     pytest.importorskip("jax")
     result = run_cli(
         "train",
@@ -186,6 +181,8 @@ def test_the_jax_backend_trains_and_predicts(tiny_data):
     assert result.returncode == 0, result.output
     (run_dir,) = (tiny_data / "ensembles").glob("2*")
     assert Run(run_dir).backend == "jax"
+    # The first member's compiled training step is kept in the user's cache, for the second to load.
+    assert list((tmp_path / "home" / ".cache" / "kaggle-mnist" / "jax").iterdir())
     predicted = run_cli("predict", cwd=tiny_data, timeout=600)
     assert predicted.returncode == 0, predicted.output
     assert (tiny_data / "submission.csv").is_file()
