@@ -109,10 +109,15 @@ def assert_clean_failure(result: Result, *needles: str) -> None:
         assert needle.lower() in err.lower(), f"{needle!r} not in {err!r}"
 
 
+# The settings of the shared trained run.
+SHARED_RUN = dict(folds=2, seeds=2, epochs=2, batch_size=16)
+
+
 @pytest.fixture(scope="session")
 def trained_run(tmp_path_factory) -> tuple[Path, Path]:
-    """One tiny trained run (2 folds x 2 seeds, 300 synthetic digits) shared by the tests that only read
-    a run: predict, evaluate, report, predict-images. Returns (workspace, run folder)."""
+    """One tiny trained run (2 folds x 2 seeds, 300 synthetic digits) shared by the tests that read a
+    run (predict, evaluate, report, predict-images) or damage a copy of it. Returns (workspace, run
+    folder)."""
     from competition import backend, data
     from competition.settings import TrainSettings
     from tests import digits
@@ -127,7 +132,7 @@ def trained_run(tmp_path_factory) -> tuple[Path, Path]:
         patch.setenv("KAGGLE_MNIST_WORKSPACE", str(workspace))
         digits.write_csvs(root / "csvs", n_train=300, n_test=40)
         data.fetch(root / "csvs", log=lambda _: None)
-        run_dir = train.train(TrainSettings(folds=2, seeds=2, epochs=2, batch_size=16), quiet=True)
+        run_dir = train.train(TrainSettings(**SHARED_RUN), quiet=True)
     return workspace, run_dir
 
 

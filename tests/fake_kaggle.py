@@ -5,11 +5,11 @@ input/digit-recognizer/ holding the CSVs in `KaggleState.kernel_input`, its work
 `kaggle-mnist train --on kaggle` is tested end to end through push, status, logs and output. A script
 is a deterministic function of its text and its input files (training on a CPU is bit-for-bit
 reproducible), so a script already run once in this test session on the same input is replayed: its
-output files and log come back as they were, without a second process (`KaggleState.replay`; never
-for a session with a time limit or another kernel's output as input). Runs are kept in
-`KaggleState.replay_dir`, which the test processes of one session share (pytest-xdist): a kernel that
-another process is running already is waited for, then replayed. Tests that need a kernel to be
-running for a while turn replay off.
+output files and log come back as they were, without a second process (never for a session with a
+time limit or another kernel's output as input). Runs are kept in `KaggleState.replay_dir`, which the
+test processes of one session share (pytest-xdist): a kernel that another process is running already
+is waited for, then replayed. A replay ends at once, or at `replay_pace` seconds per log line for a
+test that follows a running kernel.
 
 The client is routed here without patching it: `KAGGLE_API_ENVIRONMENT=LOCALHOST` makes it post to
 `http://localhost/api/v1/...`, and `http_proxy` points at this server, which therefore receives absolute
@@ -82,8 +82,8 @@ class KaggleState:
     session_seconds: float = 0.0  # Kaggle ends a session after this long (0 = never): killed, ERROR
     output_stall_seconds: float = 0.0  # an output download sends its headers, then nothing for this long
     lose_output: bool = False  # a kernel lists no output files (finished, but its output is gone)
-    replay: bool = True  # a script already run on the same input finishes at once with the same output
     replay_dir: Path | None = None  # where finished runs are kept for replay (None: no replay)
+    replay_pace: float = 0.0  # a replay runs this many seconds per log line (0: it ends at once)
 
 
 class FakeKaggle:
@@ -338,10 +338,16 @@ class _Handler(BaseHTTPRequestHandler):
         }
         state.kernels[slug] = kernel
         state.pushes.append(payload)
-        replayable = state.replay and not state.session_seconds and not payload.get("kernelDataSources")
+        replayable = not state.session_seconds and not payload.get("kernelDataSources")
         threading.Thread(
             target=_run_kernel,
-            args=(kernel, state.kernel_queue_seconds, state.session_seconds, replayable and state.replay_dir),
+            args=(
+                kernel,
+                state.kernel_queue_seconds,
+                state.session_seconds,
+                replayable and state.replay_dir,
+                state.replay_pace,
+            ),
             daemon=True,
         ).start()
         self._send_json(
@@ -429,19 +435,23 @@ def _running(kernel: dict) -> bool:
     return kernel["process"] is None or kernel["process"].poll() is None
 
 
-class _Finished:
-    """Stands in for the process of a replayed kernel: already ended, with the first run's exit code."""
+class _Replayed:
+    """Stands in for the process of a replayed kernel: running while `returncode` is None, then ended
+    with the first run's exit code."""
 
-    def __init__(self, returncode: int):
+    def __init__(self, returncode: int | None):
         self.returncode = returncode
 
-    def poll(self) -> int:
+    def poll(self) -> int | None:
         return self.returncode
 
 
-def _run_kernel(kernel: dict, queue_seconds: float, session_seconds: float, replay_dir: Path | None) -> None:
+def _run_kernel(
+    kernel: dict, queue_seconds: float, session_seconds: float, replay_dir: Path | None, pace: float
+) -> None:
     """Runs a pushed script as Kaggle would: its own process, /kaggle mounted, output in working/;
-    killed when the session's time is up. Replays an identical script's run kept in `replay_dir`."""
+    killed when the session's time is up. Replays an identical script's run kept in `replay_dir`, its
+    log lines `pace` seconds apart."""
     time.sleep(queue_seconds)
     if not replay_dir:
         return _execute(kernel, session_seconds)
@@ -464,11 +474,14 @@ def _run_kernel(kernel: dict, queue_seconds: float, session_seconds: float, repl
             staging.rename(kept)
             return
     record = json.loads((kept / ".kernel.json").read_text())
+    process = kernel["process"] = _Replayed(None)
+    for line in record["log"]:
+        kernel["log"].append(line)
+        time.sleep(pace)
     for path in kept.iterdir():
         if path.name != ".kernel.json":
             shutil.copyfile(path, kernel["working"] / path.name)
-    kernel["log"].extend(record["log"])
-    kernel["process"] = _Finished(record["returncode"])
+    process.returncode = record["returncode"]
 
 
 def _execute(kernel: dict, session_seconds: float) -> tuple[int, list[str]]:

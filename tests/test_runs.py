@@ -15,13 +15,11 @@ from competition import backend, locks
 from competition.errors import UserError
 from competition.runs import Run
 from competition.settings import TrainSettings
-from tests.conftest import assert_clean_failure, run_cli
+from tests.conftest import SHARED_RUN, TINY, assert_clean_failure, run_cli
 
 backend.select("tensorflow")
 from competition import predict as predicting  # noqa: E402
 from competition import train as training  # noqa: E402
-
-TINY = dict(folds=2, seeds=1, epochs=2, batch_size=32, subset=300)
 
 
 @pytest.fixture
@@ -36,15 +34,9 @@ def run_copy(trained_run, tmp_path, monkeypatch) -> tuple[Path, Path]:
 
 
 @pytest.fixture
-def tiny_run(workspace, tmp_path):
-    from tests import digits
-
-    digits.write_csvs(tmp_path / "csvs", n_train=600, n_test=40)
-    from competition import data
-
-    data.fetch(tmp_path / "csvs", log=lambda _: None)
-    settings = TrainSettings(**TINY)
-    return settings, training.train(settings, quiet=True)
+def trained_copy(run_copy) -> tuple[TrainSettings, Path]:
+    """The copy of the shared run, and the settings that train it (to repair or continue it)."""
+    return TrainSettings(**SHARED_RUN), run_copy[1]
 
 
 def truncate(path: Path) -> None:
@@ -108,8 +100,8 @@ def test_a_run_that_cannot_be_identified_is_refused_not_passed_over(run_copy):
     ]
 
 
-def test_train_repairs_only_what_is_damaged(tiny_run, capsys):
-    settings, run_dir = tiny_run
+def test_train_repairs_only_what_is_damaged(trained_copy, capsys):
+    settings, run_dir = trained_copy
     reference = np.load(run_dir / "test_probs.npy")
     cv = Run(run_dir).metrics["cv_accuracy"]
     model = run_dir / "members" / "f0-s0" / "model.keras"
@@ -134,15 +126,15 @@ def test_train_repairs_only_what_is_damaged(tiny_run, capsys):
     assert "already trained" in capsys.readouterr().out
 
 
-def test_a_deleted_config_json_resumes_the_same_run(tiny_run):
-    settings, run_dir = tiny_run
+def test_a_deleted_config_json_resumes_the_same_run(trained_copy):
+    settings, run_dir = trained_copy
     (run_dir / "config.json").unlink()
     assert training.train(settings, quiet=True) == run_dir
     assert len([p for p in run_dir.parent.iterdir() if not p.name.startswith(".")]) == 1
 
 
-def test_a_second_train_on_the_same_run_is_refused(tiny_run):
-    settings, run_dir = tiny_run
+def test_a_second_train_on_the_same_run_is_refused(trained_copy):
+    settings, run_dir = trained_copy
     (run_dir / "metrics.json").unlink()  # as if still training
     with locks.hold(run_dir / ".lock", "test"):
         with pytest.raises(UserError, match=r"another kaggle-mnist process \(pid \d+\) is working on run"):
@@ -160,9 +152,7 @@ def test_a_kill_while_saving_the_model_resumes_from_the_backup(workspace, tmp_pa
 
     digits.write_csvs(tmp_path / "csvs", n_train=600, n_test=40)
     data.fetch(tmp_path / "csvs", log=lambda _: None)
-    settings = TrainSettings(**{**TINY, "seeds": 1})
-    reference = np.load(training.train(settings, quiet=True) / "test_probs.npy")
-
+    settings = TrainSettings(**{**TINY, "epochs": 2})
     real = storage.write_atomic
 
     def killed_saving_model(path, writer):
@@ -171,16 +161,19 @@ def test_a_kill_while_saving_the_model_resumes_from_the_backup(workspace, tmp_pa
         return real(path, writer)
 
     monkeypatch.setattr(storage, "write_atomic", killed_saving_model)
+    # One member is enough: the other would take the same path.
     with pytest.raises(KeyboardInterrupt):
-        training.train(settings, fresh=True, quiet=True)
+        training.train(settings, quiet=True, only=["f0-s0"])
     monkeypatch.undo()
     monkeypatch.chdir(workspace)
-    run_dir = max((workspace / "ensembles").glob("*/"), key=lambda p: p.name)
+    (run_dir,) = (workspace / "ensembles").glob("2*")
     backup = run_dir / "members" / "f0-s0" / "backup" / "current" / "state.json"
     assert json.loads(backup.read_text())["epochs_done"] == settings.epochs  # every epoch kept
-    assert training.train(settings, quiet=True) == run_dir
+    assert training.train(settings, quiet=True, only=["f0-s0"]) == run_dir
     assert len(Run.history(run_dir / "members" / "f0-s0")) == settings.epochs
-    np.testing.assert_array_equal(np.load(run_dir / "test_probs.npy"), reference)
+    uninterrupted = training.train(settings, fresh=True, quiet=True, only=["f0-s0"])
+    test = "members/f0-s0/test.npy"
+    np.testing.assert_array_equal(np.load(run_dir / test), np.load(uninterrupted / test))
 
 
 def test_tta_chosen_by_too_few_folds_writes_the_plain_mean(run_copy, monkeypatch):
