@@ -84,6 +84,9 @@ class KaggleState:
     lose_output: bool = False  # a kernel lists no output files (finished, but its output is gone)
     replay_dir: Path | None = None  # where finished runs are kept for replay (None: no replay)
     replay_pace: float = 0.0  # a replay runs this many seconds per log line (0: it ends at once)
+    # A session is queued or running for at least this long, however soon its script ends (a Kaggle
+    # session takes far longer to start): the client sees every version running before it ends.
+    min_session_seconds: float = 1.0
 
 
 class FakeKaggle:
@@ -335,6 +338,7 @@ class _Handler(BaseHTTPRequestHandler):
             "process": None,
             "stale": state.stale_status,
             "killed": False,
+            "ends_no_sooner": time.monotonic() + state.min_session_seconds,
         }
         state.kernels[slug] = kernel
         state.pushes.append(payload)
@@ -370,7 +374,7 @@ class _Handler(BaseHTTPRequestHandler):
             status, kernel["stale"] = kernel["stale"], ""
             return self._send_json(200, {"status": status})
         process = kernel["process"]
-        if process is None or process.poll() is None:
+        if _running(kernel):
             return self._send_json(200, {"status": "QUEUED" if process is None else "RUNNING"})
         if kernel["killed"]:
             message = "Your notebook was stopped because it exceeded the max allowed execution duration"
@@ -432,7 +436,8 @@ class _Handler(BaseHTTPRequestHandler):
 
 def _running(kernel: dict) -> bool:
     """Queued or running: holding one of the account's GPU sessions."""
-    return kernel["process"] is None or kernel["process"].poll() is None
+    process = kernel["process"]
+    return process is None or process.poll() is None or time.monotonic() < kernel["ends_no_sooner"]
 
 
 class _Replayed:
