@@ -23,7 +23,7 @@ from competition import member  # noqa: E402
 from competition import train as training  # noqa: E402
 
 
-@pytest.mark.parametrize("arch", ["bncnn", "lenet", "mlp"])
+@pytest.mark.parametrize("arch", ["lenet", "mlp"])  # bncnn, the default, trains in most tests
 def test_each_architecture_builds_and_trains(tiny_data, arch):
     run_dir = training.train(TrainSettings(**{**TINY, "arch": arch, "subset": 200}), quiet=True)
     metrics = storage.read_json(run_dir / "metrics.json")

@@ -65,8 +65,10 @@ def test_run_folder_is_complete_and_loadable(tiny_data):
         assert len(history) == 4 and info["images_per_second"] > 0
         assert np.isnan(history[0]["val_accuracy"]) and not (folder / "best.keras").exists()
         assert not (folder / "backup").exists()
-    oof = np.load(run_dir / "oof_probs.npy")
+    oof, labels = np.load(run_dir / "oof_probs.npy"), np.load(run_dir / "oof_labels.npy")
     assert oof.shape == (600, 10) and np.allclose(oof.sum(axis=1), 1, atol=1e-4)
+    # The CV figure is the accuracy of the saved out-of-fold probabilities on the saved labels.
+    assert metrics["cv_accuracy"] == pytest.approx(float(np.mean(oof.argmax(axis=1) == labels)))
     assert Run.latest().dir == run_dir
     # The run records the cached arrays it was trained on, as verified when they were loaded.
     config = storage.read_json(run_dir / "config.json")
