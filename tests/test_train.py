@@ -176,6 +176,8 @@ def test_the_jax_backend_trains_and_predicts(tiny_data, tmp_path):
         "1",
         "--subset",
         "300",
+        "--batch-size",  # 150 rows per fold in whole batches: one training step for XLA to compile
+        "50",
         "--quiet",
         cwd=tiny_data,
         timeout=600,
