@@ -58,6 +58,8 @@ def build(settings: TrainSettings) -> keras.Model:
         settings.rotation_degrees,
         settings.zoom,
         settings.shift,
+        settings.width,
+        settings.elastic,
     )
 
 

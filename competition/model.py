@@ -11,10 +11,12 @@ import math
 from collections.abc import Callable
 
 import keras
+import numpy as np
 from keras import layers
 
 NUM_CLASSES = 10
 INPUT_SHAPE = (28, 28, 1)
+ELASTIC_SIGMA = 4.0  # pixels: Simard et al.'s smoothing of the elastic displacement field
 
 
 _HAS_RENORM = "renorm" in inspect.signature(layers.BatchNormalization.__init__).parameters
@@ -131,41 +133,81 @@ def conv_bn_relu(x, filters: int, kernel_size: int, strides: int = 1, padding: s
     return layers.ReLU()(x)
 
 
-def bncnn(x, dropout_rate: float):
+def scaled(units: int, width: float) -> int:
+    """A layer's channels (or units) at `width` times the network's own: a multiple of 8, which the CPU's
+    vector units and a GPU's tensor cores both divide evenly. At width 1, the network's own."""
+    return units if width == 1 else max(8, 8 * round(units * width / 8))
+
+
+def bncnn(x, dropout_rate: float, width: float):
     """The strongest public recipe for this competition (15 of these scored 0.99757 on the leaderboard).
 
     The 5x5 stride-2 convolutions replace max-pooling with a learnable downsampling.
     """
     for filters in (32, 64):
-        x = conv_bn_relu(x, filters, 3)
-        x = conv_bn_relu(x, filters, 3)
-        x = conv_bn_relu(x, filters, 5, strides=2, padding="same")
+        x = conv_bn_relu(x, scaled(filters, width), 3)
+        x = conv_bn_relu(x, scaled(filters, width), 3)
+        x = conv_bn_relu(x, scaled(filters, width), 5, strides=2, padding="same")
         x = Dropout(dropout_rate)(x)
-    x = conv_bn_relu(x, 128, 4)
+    x = conv_bn_relu(x, scaled(128, width), 4)
     x = layers.Flatten()(x)
     return Dropout(dropout_rate)(x)
 
 
-def lenet(x, dropout_rate: float):
+def residual_block(x, filters: int, strides: int):
+    """Two 3x3 convolutions beside an identity (or, where the shape changes, a 1x1 projection), added
+    before the last ReLU: He et al.'s basic block, as ttdoucet/mnist's stages use it."""
+    shortcut = x
+    y = conv_bn_relu(x, filters, 3, strides=strides, padding="same")
+    y = Conv2D(filters, 3, padding="same", use_bias=False)(y)
+    y = BatchNorm(momentum=0.9)(y)
+    if strides != 1 or x.shape[-1] != filters:
+        shortcut = Conv2D(filters, 1, strides=strides, use_bias=False)(x)
+        shortcut = BatchNorm(momentum=0.9)(shortcut)
+    return layers.ReLU()(layers.Add()([y, shortcut]))
+
+
+def resnet(x, dropout_rate: float, width: float):
+    """A small residual network in the manner of ttdoucet/mnist (single nets at 99.7-99.8% on MNIST's test
+    set): three stages at 28x28, 14x14 and 7x7 of 32, 64 and 128 channels (ttdoucet's are 128-512, far
+    beyond a CPU member's budget), then global average pooling. About 2.5x bncnn's multiply-adds."""
+    x = conv_bn_relu(x, scaled(32, width), 3, padding="same")
+    for stage, filters in enumerate((32, 64, 128)):
+        x = residual_block(x, scaled(filters, width), strides=1 if stage == 0 else 2)
+    x = layers.GlobalAveragePooling2D()(x)
+    return Dropout(dropout_rate)(x)
+
+
+def m3(x, dropout_rate: float, width: float):
+    """An et al. 2020's M3: ten 3x3 BN-ReLU convolutions without padding or pooling (28x28 down to 8x8),
+    32 to 176 channels, straight into the classifier (99.70% alone on MNIST's test set, mean of 30 runs,
+    at 150 epochs). At full width it costs about 11x bncnn's multiply-adds; `--width 0.5` about 3x."""
+    for layer in range(10):
+        x = conv_bn_relu(x, scaled(32 + 16 * layer, width), 3)
+    x = layers.Flatten()(x)
+    return Dropout(dropout_rate)(x)
+
+
+def lenet(x, dropout_rate: float, width: float):
     """The tutorial CNN most public notebooks use (about 99.3-99.5% alone)."""
     for filters, kernel in ((32, 5), (64, 3)):
-        x = layers.Conv2D(filters, kernel, padding="same", activation="relu")(x)
-        x = layers.Conv2D(filters, kernel, padding="same", activation="relu")(x)
+        x = layers.Conv2D(scaled(filters, width), kernel, padding="same", activation="relu")(x)
+        x = layers.Conv2D(scaled(filters, width), kernel, padding="same", activation="relu")(x)
         x = layers.MaxPooling2D()(x)
         x = Dropout(0.25)(x)
     x = layers.Flatten()(x)
-    x = layers.Dense(256, activation="relu")(x)
+    x = layers.Dense(scaled(256, width), activation="relu")(x)
     return Dropout(dropout_rate)(x)
 
 
-def mlp(x, dropout_rate: float):
+def mlp(x, dropout_rate: float, width: float):
     """A 784-200-100-10 perceptron: the baseline every CNN should beat (about 98%)."""
     x = layers.Flatten()(x)
-    x = layers.Dense(200, activation="relu")(x)
-    return layers.Dense(100, activation="relu")(x)
+    x = layers.Dense(scaled(200, width), activation="relu")(x)
+    return layers.Dense(scaled(100, width), activation="relu")(x)
 
 
-ARCHITECTURES: dict[str, Callable] = {"bncnn": bncnn, "lenet": lenet, "mlp": mlp}
+ARCHITECTURES: dict[str, Callable] = {"bncnn": bncnn, "resnet": resnet, "m3": m3, "lenet": lenet, "mlp": mlp}
 
 
 @keras.saving.register_keras_serializable(package="kaggle_mnist")
@@ -179,12 +221,21 @@ class RandomAffine(layers.Layer):
     background of every MNIST digit ("reflect", the Keras default, would paint stroke fragments into the
     border). Computed in float32 under any precision policy: the warp is cheap, and the image kernels of
     some backends have no bfloat16 version.
+
+    `elastic` > 0 adds Simard et al. 2003's elastic distortion to the same warp: every image gets its own
+    displacement field, uniform noise in [-1, 1] per pixel and axis, smoothed by a Gaussian of
+    `ELASTIC_SIGMA` pixels and scaled by `elastic` (their alpha; 34 with sigma 4 is the classic MNIST
+    setting, about 1.4 pixels of displacement on average). Keras 3.13's RandomElasticTransform cannot
+    stand in: its sigma is at most 1.4 pixels (noise, not strokes bending), it draws one field for the
+    whole batch with the same noise for both axes, and on TensorFlow it transforms only the first image
+    of a batch whose size the graph does not know (as in `fit`).
     """
 
-    def __init__(self, rotation_degrees=10.0, zoom=0.1, shift=0.1, seed=None, **kwargs):
+    def __init__(self, rotation_degrees=10.0, zoom=0.1, shift=0.1, seed=None, elastic=0.0, **kwargs):
         kwargs["dtype"] = "float32"
         super().__init__(**kwargs)
         self.rotation_degrees, self.zoom, self.shift, self.seed = rotation_degrees, zoom, shift, seed
+        self.elastic = elastic
         # TensorFlow's image warp (ImageProjectiveTransformV3) has no XLA kernel: a model holding it
         # must not be compiled by XLA there, which Keras' jit_compile="auto" would do on a GPU (and
         # fail at the first step). Keras' own RandomRotation says the same. JAX's warp compiles.
@@ -210,11 +261,48 @@ class RandomAffine(layers.Layer):
         cx, cy = (width - 1) / 2.0, (height - 1) / 2.0
         a2 = cx - a0 * cx - a1 * cy - shift_x
         b2 = cy - b0 * cx - b1 * cy - shift_y
+        if self.elastic:
+            return self._warp(images, (a0, a1, a2, b0, b1, b2))
         zeros = ops.zeros_like(angle)
         transform = ops.stack([a0, a1, a2, b0, b1, b2, zeros, zeros], axis=1)
         return ops.image.affine_transform(
             images, transform, interpolation="bilinear", fill_mode="constant", fill_value=0.0
         )
+
+    def _warp(self, images, affine):
+        """The affine map plus a smoothed random displacement per pixel, read with one bilinear
+        interpolation (gathered by hand: Keras' map_coordinates needs every axis's size known when the
+        graph is traced, and `fit`'s batch size is not)."""
+        ops = keras.ops
+        batch, height, width = ops.shape(images)[0], images.shape[1], images.shape[2]
+        noise = keras.random.uniform((batch, height, width, 2), -1.0, 1.0, seed=self.seed_generator)
+        # One 1-D Gaussian along each axis in turn (separable): the same smoothing as the 2-D one.
+        radius = int(3 * ELASTIC_SIGMA)
+        taps = np.exp(-0.5 * (np.arange(-radius, radius + 1) / ELASTIC_SIGMA) ** 2)
+        taps = (taps / taps.sum()).astype("float32")
+        kernel = np.tile(taps[:, None, None, None], (1, 1, 2, 1))
+        field = ops.depthwise_conv(noise, kernel, padding="same")
+        field = ops.depthwise_conv(field, np.transpose(kernel, (1, 0, 2, 3)), padding="same") * self.elastic
+        a0, a1, a2, b0, b1, b2 = (ops.reshape(v, (-1, 1, 1)) for v in affine)
+        y, x = np.meshgrid(np.arange(height, dtype="float32"), np.arange(width, dtype="float32"), indexing="ij")
+        # Where each output pixel reads, in a copy of the images framed by one black pixel: a read
+        # outside the image, clipped onto the frame, is black (the constant fill), and no read can reach
+        # a neighbouring image of the batch.
+        read_x = ops.clip(a0 * x + a1 * y + a2 + field[..., 0] + 1.0, 0.0, width + 1.0)
+        read_y = ops.clip(b0 * x + b1 * y + b2 + field[..., 1] + 1.0, 0.0, height + 1.0)
+        framed = ops.reshape(ops.pad(images[..., 0], ((0, 0), (1, 1), (1, 1))), (-1,))
+        x0, y0 = ops.floor(read_x), ops.floor(read_y)
+        wx, wy = read_x - x0, read_y - y0
+        x0, y0 = ops.cast(x0, "int32"), ops.cast(y0, "int32")
+        x1, y1 = ops.minimum(x0 + 1, width + 1), ops.minimum(y0 + 1, height + 1)
+        first = ops.reshape(ops.arange(batch, dtype="int32") * ((height + 2) * (width + 2)), (-1, 1, 1))
+
+        def pixel(row, column):
+            return ops.take(framed, first + row * (width + 2) + column)
+
+        top = pixel(y0, x0) * (1.0 - wx) + pixel(y0, x1) * wx
+        bottom = pixel(y1, x0) * (1.0 - wx) + pixel(y1, x1) * wx
+        return (top * (1.0 - wy) + bottom * wy)[..., None]
 
     def compute_output_shape(self, input_shape):
         return input_shape
@@ -226,11 +314,19 @@ class RandomAffine(layers.Layer):
             "zoom": self.zoom,
             "shift": self.shift,
             "seed": self.seed,
+            "elastic": self.elastic,
         }
 
 
 def build_model(
-    arch: str, dropout_rate: float, augment: bool, rotation_degrees: float, zoom: float, shift: float
+    arch: str,
+    dropout_rate: float,
+    augment: bool,
+    rotation_degrees: float,
+    zoom: float,
+    shift: float,
+    width: float,
+    elastic: float,
 ) -> keras.Model:
     """Takes uint8 images (N, 28, 28) straight from the cache; returns softmax probabilities. The
     settings' defaults live in TrainSettings alone: `member.build(settings)` calls this."""
@@ -241,8 +337,8 @@ def build_model(
     # uint8 in, scaled on the device: 4x less to move host-to-device than float32.
     x = layers.Rescaling(1.0 / 255.0)(x)
     if augment:
-        x = RandomAffine(rotation_degrees, zoom, shift, name="augmentation")(x)
-    x = ARCHITECTURES[arch](x, dropout_rate)
+        x = RandomAffine(rotation_degrees, zoom, shift, elastic=elastic, name="augmentation")(x)
+    x = ARCHITECTURES[arch](x, dropout_rate, width)
     # Softmax in float32 even under mixed precision: float16 probabilities lose the small ones.
     outputs = layers.Dense(NUM_CLASSES, activation="softmax", dtype="float32", name="probabilities")(x)
     return keras.Model(inputs, outputs, name=arch)
@@ -251,3 +347,17 @@ def build_model(
 def load(path) -> keras.Model:
     """A saved member; this module defines the custom layers that `load_model` needs."""
     return keras.models.load_model(path)
+
+
+def training_flops(model: keras.Model) -> int:
+    """Floating-point operations to train on one image: the multiply-adds of every convolution and dense
+    layer, two operations each, three times over (the forward pass, and the backward pass's gradients
+    with respect to the inputs and to the weights). The figure that prices a network per image."""
+    macs = 0
+    for layer in model.layers:
+        if isinstance(layer, layers.Conv2D):
+            kernel = int(np.prod(layer.kernel.shape))  # kh x kw x in x out
+            macs += int(np.prod(layer.output.shape[1:3])) * kernel
+        elif isinstance(layer, layers.Dense):
+            macs += int(np.prod(layer.kernel.shape))
+    return 3 * 2 * macs

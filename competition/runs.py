@@ -461,7 +461,9 @@ def same_run(config: dict, identity: dict) -> bool:
     GPU run never uses, and which a run trained elsewhere cannot know) on the same CSVs."""
 
     def settings(values: dict) -> dict:
-        return {k: v for k, v in values["settings"].items() if k != "cpu_threads"}
+        # A run saved before a setting existed trained with that setting's default.
+        every = {**TrainSettings().to_dict(), **values["settings"]}
+        return {k: v for k, v in every.items() if k != "cpu_threads"}
 
     same_data = all(config.get(k) == identity[k] for k in ("train_sha256", "test_sha256"))
     return same_data and settings(config) == settings(identity)

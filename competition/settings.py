@@ -12,7 +12,7 @@ class Choice(enum.StrEnum):
     """A fixed choice: Typer lists the values in --help and refuses others before anything is loaded."""
 
 
-Arch = Choice("Arch", {name: name for name in ("bncnn", "lenet", "mlp")})
+Arch = Choice("Arch", {name: name for name in ("bncnn", "resnet", "m3", "lenet", "mlp")})
 Backend = Choice("Backend", {name: name for name in ("tensorflow", "jax")})
 Precision = Choice("Precision", {name: name for name in ("auto", "float32", "mixed", "bfloat16")})
 Schedule = Choice("Schedule", {name: name for name in ("exponential", "plateau", "cosine")})
@@ -31,6 +31,9 @@ GPU_BATCH_SIZE = 256
 @dataclass(frozen=True)
 class TrainSettings:
     arch: str = "bncnn"  # the public 0.99757 recipe; `lenet`/`mlp` for comparison
+    # Channels of every convolution (units of the mlp) times this: what a member's cost is bought with
+    # (multiply-adds grow as its square). 1 = the network as published.
+    width: float = 1.0
     folds: int = 5  # stratified k-fold: every training row gets one out-of-fold prediction
     # The default recipe: what `run --folds 5` can train in under an hour on a 2-core CPU (10 members x
     # 20 epochs, two side by side; README "Results"). The 2018 recipe was 3 seeds x 45 epochs with the
@@ -58,6 +61,9 @@ class TrainSettings:
     rotation_degrees: float = 10.0  # more turns 1s into 7s
     zoom: float = 0.1
     shift: float = 0.1  # fraction of the 28-pixel side
+    # Elastic distortion's strength (Simard et al.'s alpha, with their 4-pixel smoothing): 0 = off; 34 is
+    # the classic MNIST setting. Applied in the same warp as the ranges above (model.RandomAffine).
+    elastic: float = 0.0
     dropout_rate: float = 0.4
     split_seed: int = 42  # fixes the folds; the same for every member so OOF rows never overlap
     seed: int = 0  # base of every member's seed
@@ -96,6 +102,10 @@ class TrainSettings:
             problems.append("--batch-size and --lr must be positive (or 0 for automatic)")
         if not 0.0 <= self.dropout_rate < 1.0:
             problems.append("--dropout must be at least 0 and below 1")
+        if not 0.0 < self.width <= 8.0:
+            problems.append("--width must be above 0 and at most 8")
+        if self.elastic < 0:
+            problems.append("--elastic must be 0 (off) or positive")
         if self.rotation_degrees < 0 or not (0.0 <= self.zoom < 1.0 and 0.0 <= self.shift < 1.0):
             problems.append("--rotation must be 0 or more, --zoom and --shift at least 0 and below 1")
         if self.warmup_epochs < 0:
@@ -217,7 +227,12 @@ OPTIONS: dict[str, Flag] = {
     "batch_size": Flag(
         "--batch-size", "Training batch size; 0 = auto: 64 on CPU (the recipe), 256 on a GPU."
     ),
-    "arch": Flag("--arch", "Network: bncnn (the recipe), lenet or mlp (tutorial baselines)."),
+    "arch": Flag(
+        "--arch",
+        "Network: bncnn (the 2018 recipe), resnet (three residual stages, global pooling), m3 (ten 3x3 "
+        "convolutions, no pooling), lenet or mlp (tutorial baselines).",
+    ),
+    "width": Flag("--width", "Channels of every convolution times this (cost grows as its square)."),
     "learning_rate": Flag(
         "--lr",
         "Learning rate (Adam; the peak of the cosine schedule); 0 = auto: 2e-3 for cosine, 1e-3 for the "
@@ -245,6 +260,11 @@ OPTIONS: dict[str, Flag] = {
     "rotation_degrees": Flag("--rotation", "Augmentation: rotation range, degrees."),
     "zoom": Flag("--zoom", "Augmentation: zoom range, a fraction."),
     "shift": Flag("--shift", "Augmentation: shift range, a fraction of the side."),
+    "elastic": Flag(
+        "--elastic",
+        "Augmentation: elastic distortion's strength (Simard's alpha, smoothed over 4 pixels; 34 is the "
+        "classic setting), 0 = off.",
+    ),
     "subset": Flag("--subset", "Train on the first N rows only, for a quick look (0 = all)."),
     "holdout": Flag(
         "--holdout",

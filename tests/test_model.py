@@ -14,7 +14,7 @@ import keras  # noqa: E402
 from keras import layers  # noqa: E402
 
 from competition import member  # noqa: E402
-from competition.model import BatchNorm, Conv2D, Dropout, RandomAffine, load  # noqa: E402
+from competition.model import BatchNorm, Conv2D, Dropout, RandomAffine, load, training_flops  # noqa: E402
 from competition.settings import TrainSettings  # noqa: E402
 
 
@@ -70,6 +70,56 @@ def test_augmentation_is_a_function_of_its_seed_state():
     assert not np.array_equal(first, keras.ops.convert_to_numpy(a(images, training=True)))
     state = [v for v in a.non_trainable_variables if v.path.endswith("seed_generator_state")]
     assert len(state) == 1  # what resume.EpochSeeds reseeds every epoch
+
+
+def test_the_elastic_warp_reads_as_keras_affine_transform_does():
+    """With no displacement the hand-gathered warp is Keras' affine_transform, black fill included: the
+    same draws give the same images, also where large turns and shifts read outside the frame."""
+    images = np.random.default_rng(0).random((6, 28, 28, 1)).astype(np.float32)
+    for ranges in ((10.0, 0.1, 0.1), (40.0, 0.3, 0.3)):
+        warped = RandomAffine(*ranges, seed=1, elastic=1e-9)(images, training=True)
+        affine = RandomAffine(*ranges, seed=1)(images, training=True)
+        np.testing.assert_allclose(keras.ops.convert_to_numpy(warped), keras.ops.convert_to_numpy(affine), atol=2e-6)
+
+
+def test_elastic_distortion_bends_each_image_its_own_way_and_keeps_its_place():
+    """A vertical bar through the centre: the classic strength moves its pixels by about a pixel and a
+    half, differently in every image of a batch (a graph with an unknown batch size too), while the
+    bar stays where it was on average and keeps its ink (none pushed out of the frame)."""
+    images = np.zeros((32, 28, 28, 1), dtype=np.float32)
+    images[:, 6:22, 12:16, 0] = 1.0
+    layer = RandomAffine(0.0, 0.0, 0.0, seed=2, elastic=34.0)
+    import tensorflow as tf
+
+    traced = tf.function(lambda x: layer(x, training=True), input_signature=[tf.TensorSpec((None, 28, 28, 1))])
+    bent = traced(images).numpy()[..., 0]
+    assert bent.shape == (32, 28, 28)
+    assert all(not np.allclose(bent[0], bent[i], atol=1e-3) for i in range(1, 32))
+    changed = np.abs(bent - images[..., 0]).sum(axis=(1, 2))
+    assert np.all(changed > 4) and np.all(changed < 64)  # moved, not scrambled (64 = all the ink)
+    np.testing.assert_allclose(bent.sum(axis=(1, 2)), 64.0, rtol=0.1)
+    xs = np.arange(28)
+    centre_x = (bent * xs).sum(axis=(1, 2)) / bent.sum(axis=(1, 2))
+    assert abs(centre_x.mean() - 13.5) < 0.3 and np.std(centre_x) < 1.0
+    np.testing.assert_array_equal(keras.ops.convert_to_numpy(layer(images, training=False)), images)
+
+
+@pytest.mark.parametrize(
+    ("arch", "width", "mflop"), [("bncnn", 1.0, 91.0), ("bncnn", 2.0, 361.6), ("resnet", 1.0, 222.9), ("m3", 0.5, 260.5)]
+)
+def test_every_network_trains_and_prices_itself(arch, width, mflop):
+    """Each network builds from the settings, takes a training step on uint8 digits, predicts
+    probabilities, and counts its training FLOPs per image (bncnn's 91 MFLOP: 15 M multiply-adds,
+    x2 operations, x3 passes). Width scales every convolution, so bncnn at 2 costs about 4x."""
+    settings = TrainSettings(arch=arch, width=width, epochs=1)
+    keras.utils.set_random_seed(0)
+    model = member.build(settings)
+    member.compile(model, settings, steps_per_epoch=1)
+    images = np.random.default_rng(0).integers(0, 256, size=(16, 28, 28), dtype=np.uint8)
+    model.fit(images, np.arange(16) % 10, batch_size=16, epochs=1, verbose=0)
+    probabilities = model.predict(images, verbose=0)
+    np.testing.assert_allclose(probabilities.sum(axis=1), 1.0, rtol=1e-5)
+    assert training_flops(model) / 1e6 == pytest.approx(mflop, abs=0.1)
 
 
 @pytest.mark.parametrize("policy", ["float32", "mixed_bfloat16"])
