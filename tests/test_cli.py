@@ -52,7 +52,7 @@ def test_ctrl_c_says_how_to_continue(tiny_data):
 def test_train_errors_are_one_line(workspace, tmp_path):
     assert_clean_failure(run_cli("train", "--folds", "2", cwd=workspace), "kaggle-mnist fetch")
     assert_clean_failure(
-        run_cli("train", "--arch", "resnet", cwd=workspace), "'resnet' is not one of 'bncnn'"
+        run_cli("train", "--arch", "vgg", cwd=workspace), "'vgg' is not one of 'bncnn'"
     )
     assert_clean_failure(run_cli("train", "--folds", "1", cwd=workspace), "--folds must be at least 2")
     assert_clean_failure(run_cli("train", "--backend", "theano", cwd=workspace), "'theano' is not one of")
