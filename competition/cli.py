@@ -222,9 +222,10 @@ def _train_on_kaggle(settings: TrainSettings, accelerator: str, kernels: int, qu
     from rich.console import Console
 
     from competition import kernels as kaggle_kernels
+    from competition.progress import live_terminal
 
     console = Console(highlight=False)
-    if quiet or not console.is_terminal:
+    if quiet or not live_terminal():
         return kaggle_kernels.train_on_kaggle(settings, accelerator, kernels, log=typer.echo)
     with console.status("Kaggle: pushing") as status:
         return kaggle_kernels.train_on_kaggle(

@@ -478,6 +478,8 @@ class _Follow:
         progress = self.streams.latest()
         if progress:
             return f"{line}; {progress}"
+        if self.estimate:
+            line += f"; about {_elapsed(max(0.0, self.estimate - elapsed))} left by the estimate"
         if not self.streams.can_stream:
             return f"{line}; progress shows when the kernel ends (kaggle < 2.2.3 cannot stream its log)"
         return line
@@ -511,7 +513,8 @@ class _LogStreams:
                     if self.closed.is_set():
                         return
                     for line in str(event.get("data", "")).splitlines():
-                        if re.search(r"member \d+/\d+", line):
+                        # train's plain progress lines (share done, time left), or a finished member's.
+                        if re.search(r"^progress: \d+% done|member \d+/\d+", line.strip()):
                             self.lines[ref] = line.strip()
                 return  # the stream ended with the session
             except Exception:  # a dropped connection: try again shortly; progress is only a nicety

@@ -235,27 +235,23 @@ class MemberProgress(keras.callbacks.Callback):
 
     def on_train_batch_end(self, batch, logs=None):
         self.batches += 1
-        if self.run.progress is None or self.batches % 5:
+        if self.run.quiet or self.batches % 5:
             return
         logs = logs or {}
         elapsed = time.perf_counter() - self.started
         self._images_per_second = self.batches * self.batch_size / max(elapsed, 1e-9)
-        self.run.progress.update(
-            self.run.task,
-            advance=5,
-            description=(
-                f"{self.label} epoch {self.epoch + 1}/{self.epochs} "
-                f"loss {logs.get('loss', 0):.4f} acc {logs.get('accuracy', 0):.4f} "
-                f"{self._images_per_second:,.0f} img/s"
-            ),
+        self.run.advance(
+            5,
+            f"{self.label} epoch {self.epoch + 1}/{self.epochs} "
+            f"loss {logs.get('loss', 0):.4f} acc {logs.get('accuracy', 0):.4f} "
+            f"{self._images_per_second:,.0f} img/s",
         )
 
     def on_epoch_end(self, epoch, logs=None):
         seconds = time.perf_counter() - self.started
         self.epoch_seconds.append(seconds)
         logs = logs or {}
-        if self.run.progress is not None:
-            self.run.progress.update(self.run.task, advance=self.batches % 5)
+        self.run.advance(self.batches % 5)
         validation = f" val_acc {logs['val_accuracy']:.4f}" if "val_accuracy" in logs else ""
         line = (
             f"{self.label} epoch {epoch + 1}/{self.epochs}: loss {logs.get('loss', 0):.4f} "

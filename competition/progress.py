@@ -1,9 +1,13 @@
-"""What the user sees while `kaggle-mnist train` runs: one live bar for the whole run, or log lines.
+"""What the user sees while `kaggle-mnist train` runs: one live bar for the whole run in a terminal;
+elsewhere (a notebook cell, `| cat`, `nohup`, CI) plain lines with the share done and the time left.
 
 Free of Keras, so commands that only print start fast; the Keras callback that feeds the bar from
 each training step is member.MemberProgress."""
 
 from __future__ import annotations
+
+import time
+from collections.abc import Callable
 
 from rich.console import Console
 from rich.progress import BarColumn, Progress, ProgressColumn, Task, TextColumn, TimeElapsedColumn
@@ -11,6 +15,18 @@ from rich.table import Table
 from rich.text import Text
 
 console = Console(stderr=False, highlight=False)
+
+
+def live_terminal() -> bool:
+    """Whether the output is a terminal that a live bar can redraw itself in. Not rich's is_terminal
+    alone: Jupyter's kernel sets FORCE_COLOR for the commands a notebook cell runs (to keep their
+    colours), which rich takes for a terminal, and a redrawn bar in a cell's output is a pile of
+    control sequences."""
+    isatty = getattr(console.file, "isatty", None)
+    try:
+        return console.is_terminal and bool(isatty and isatty())
+    except ValueError:  # a closed stream
+        return False
 
 
 class AverageTimeRemaining(ProgressColumn):
@@ -27,32 +43,91 @@ class AverageTimeRemaining(ProgressColumn):
     def render(self, task: Task) -> Text:
         if task.finished:
             return Text("0:00:00", style="progress.remaining")
-        if not task.total or task.elapsed is None:
-            return Text("-:--:--", style="progress.remaining")
-        counted_at = task.fields.get("counted_at")
-        if task.completed and counted_at:
-            # Counted in jumps (a worker run's epochs): the pace at the last count, counting down since,
-            # rather than a pace that slows between counts.
-            pace = counted_at / task.completed
-            left = max(0.0, pace * (task.total - task.completed) - (task.elapsed - counted_at))
-        elif task.completed:
-            left = task.elapsed / task.completed * (task.total - task.completed)
-        elif task.fields.get("expected") is not None:
-            left = max(0.0, task.fields["expected"] - task.elapsed)
-        else:
+        left = None
+        if task.total and task.elapsed is not None:
+            left = time_left(
+                task.elapsed, task.completed, task.total, task.fields.get("counted_at"), task.fields.get("expected")
+            )
+        if left is None:
             return Text("-:--:--", style="progress.remaining")
         minutes, seconds = divmod(int(left), 60)
         hours, minutes = divmod(minutes, 60)
         return Text(f"{hours:d}:{minutes:02d}:{seconds:02d}", style="progress.remaining")
 
 
-class RunProgress:
-    """A single bar over every batch still to train in this run, with an ETA for the whole run."""
+def time_left(
+    elapsed: float, completed: float, total: float, counted_at: float | None, expected: float | None
+) -> float | None:
+    """Seconds left at the run's average pace: `completed` of `total` steps in `elapsed` seconds (the
+    bar's ETA and the plain lines' "left" both come from here). `counted_at`: when the count last moved,
+    for counts that move in jumps; `expected`: the up-front estimate, counted down until steps are
+    counted. None: nothing to go on yet."""
+    if completed and counted_at:
+        # Counted in jumps (a worker run's epochs): the pace at the last count, counting down since,
+        # rather than a pace that slows between counts.
+        return max(0.0, counted_at / completed * (total - completed) - (elapsed - counted_at))
+    if completed:
+        return elapsed / completed * (total - completed)
+    if expected is not None:
+        return max(0.0, expected - elapsed)
+    return None
 
-    def __init__(self, total_steps: int, quiet: bool, get_time=None, expected_seconds: float | None = None):
+
+class PlainLines:
+    """Progress for output that is not a terminal, where a live bar cannot redraw itself: a line as
+    training starts, then one a few seconds in and every `PLAIN_EVERY` seconds, each with the share
+    done, the time elapsed and the time left, and no control characters. A notebook cell or a log file
+    shows them as they come."""
+
+    def __init__(self, total: int, expected: float | None, write: Callable[[str], None], get_time=time.monotonic):
+        self.total, self.expected, self.write, self.get_time = total, expected, write, get_time
+        self.completed, self.counted_at, self.description = 0, None, ""
+        self.started = self.get_time()
+        self.next_line = PLAIN_FIRST  # seconds since the start
+        self.say()
+
+    def update(self, completed: int, description: str = "") -> None:
+        elapsed = self.get_time() - self.started
+        if completed != self.completed:
+            self.completed, self.counted_at = completed, elapsed
+        self.description = description or self.description
+        if elapsed >= self.next_line:
+            self.say()
+            self.next_line = min(2 * max(elapsed, PLAIN_FIRST), elapsed + PLAIN_EVERY)
+
+    def say(self) -> None:
+        elapsed = self.get_time() - self.started
+        left = time_left(elapsed, self.completed, self.total, self.counted_at, self.expected)
+        estimate = " (estimate)" if left is not None and not self.completed else ""
+        left_text = f"about {duration(left)} left{estimate}" if left is not None else "time left: after the first steps"
+        share = self.completed / self.total if self.total else 0.0
+        doing = f" ({self.description})" if self.description else ""
+        self.write(f"progress: {share:.0%} done, {duration(elapsed)} elapsed, {left_text}{doing}")
+
+
+PLAIN_FIRST = 5.0  # seconds: the first plain line after the start one, so a short run shows its pace
+PLAIN_EVERY = 30.0  # seconds between plain lines once the run is under way
+
+
+class RunProgress:
+    """A single bar over every batch still to train in this run, with an ETA for the whole run; where
+    the output is not a terminal, plain lines (PlainLines) instead. `terminal`: None = ask the console."""
+
+    def __init__(
+        self,
+        total_steps: int,
+        quiet: bool,
+        get_time=None,
+        expected_seconds: float | None = None,
+        terminal: bool | None = None,
+    ):
         self.quiet = quiet
         self.progress = None
-        if not quiet:
+        self.plain = None
+        if not quiet and not (live_terminal() if terminal is None else terminal):
+            write = lambda line: print(line, flush=True)  # noqa: E731
+            self.plain = PlainLines(total_steps, expected_seconds, write, get_time or time.monotonic)
+        elif not quiet:
             self.progress = Progress(
                 TextColumn("{task.description}"),
                 BarColumn(),
@@ -87,6 +162,15 @@ class RunProgress:
             task = self.progress.tasks[0]
             counted = {"counted_at": task.elapsed} if completed != task.completed else {}
             self.progress.update(self.task, completed=completed, description=description, **counted)
+        elif self.plain is not None:
+            self.plain.update(completed, description)
+
+    def advance(self, steps: int, description: str = "") -> None:
+        """For progress counted here (a member's `fit`): `steps` more done."""
+        if self.progress is not None:
+            self.progress.update(self.task, advance=steps, **({"description": description} if description else {}))
+        elif self.plain is not None:
+            self.plain.update(self.plain.completed + steps, description)
 
 
 def results_table(members: list[dict], folds: dict[str, float], cv_accuracy: float) -> Table:
