@@ -225,9 +225,12 @@ class Run:
     def repair(self, labels: np.ndarray, log: Callable[[str], None]) -> bool:
         """Checks the run's files before they are trusted again; returns whether anything was damaged.
 
-        A member whose predictions are damaged predicts again from its model; one whose model is damaged
-        is trained again from scratch; a finished run whose own files are damaged is scored again from
-        its members (metrics.json is removed, so the run reads as unfinished until that is done)."""
+        A lost or damaged folds.npy is rebuilt from the settings and `labels` and must match the checksum
+        the manifest recorded (then nothing else needs doing); a member whose predictions are damaged
+        predicts again from its model; one whose model is damaged is trained again from scratch; a
+        finished run whose own files are damaged is scored again from its members (metrics.json is
+        removed, so the run reads as unfinished until that is done)."""
+        self._repair_folds(labels, log)
         damaged = self.damaged_members()
         for member, files in damaged.items():
             folder = self.member_dir(*member)
@@ -260,6 +263,24 @@ class Run:
             (self.dir / "metrics.json").unlink(missing_ok=True)
             self.__dict__.pop("metrics", None)  # the cached copy, if read
         return bool(damaged)
+
+    def _repair_folds(self, labels: np.ndarray, log: Callable[[str], None]) -> None:
+        try:
+            self.array("folds.npy")
+            return
+        except DamagedFile as damage:
+            problem = damage.message.split(":")[0]
+        expected = read_json(self.dir / "manifest.json", self._retrain_hint()).get("folds_sha256")
+        with storage.atomic_path(self.dir / "folds.npy") as tmp:
+            with open(tmp, "wb") as handle:  # as storage.save_npy writes it, so the bytes compare
+                np.save(handle, np.ascontiguousarray(make_folds(labels, self.settings)))
+            if expected is None or storage.sha256_file(tmp) != expected:
+                raise UserError(
+                    f"{problem}, and the folds rebuilt from the run's settings and data do not match the "
+                    f"checksum its manifest.json recorded: move {self.dir} out of {self.dir.parent} (or "
+                    "delete it), then run the command again to train it anew"
+                )
+        log(f"{problem}; rebuilt from the run's settings and data (the same folds, checked)")
 
     @staticmethod
     def history(member_folder: Path) -> list[dict]:
@@ -469,11 +490,22 @@ def same_run(config: dict, identity: dict) -> bool:
     return same_data and settings(config) == settings(identity)
 
 
+def make_folds(labels: np.ndarray, settings: TrainSettings) -> np.ndarray:
+    """The fold of every row: a stratified split seeded by `split_seed`, so the same labels and settings
+    give the same folds (what lets `Run.repair` rebuild a lost folds.npy)."""
+    from sklearn.model_selection import StratifiedKFold
+
+    splitter = StratifiedKFold(n_splits=settings.folds, shuffle=True, random_state=settings.split_seed)
+    folds = np.empty(len(labels), dtype=np.int8)
+    for fold, (_, val_rows) in enumerate(splitter.split(np.zeros(len(labels)), labels)):
+        folds[val_rows] = fold
+    return folds
+
+
 def create(settings: TrainSettings, identity: dict, labels: np.ndarray, gpus: list[str]) -> Run:
     """A new run folder for `identity`: its stratified folds, config.json and manifest.json, moved into
     ensembles/ in one step (the folder appears complete, or not at all). Call after `backend.select`."""
     import keras
-    from sklearn.model_selection import StratifiedKFold
 
     from competition import backend
 
@@ -488,11 +520,7 @@ def create(settings: TrainSettings, identity: dict, labels: np.ndarray, gpus: li
     staging = root / f".{run_dir.name}.partial"
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir()
-    splitter = StratifiedKFold(n_splits=settings.folds, shuffle=True, random_state=settings.split_seed)
-    folds = np.empty(len(labels), dtype=np.int8)
-    for fold, (_, val_rows) in enumerate(splitter.split(np.zeros(len(labels)), labels)):
-        folds[val_rows] = fold
-    storage.save_npy(staging / "folds.npy", folds)
+    storage.save_npy(staging / "folds.npy", make_folds(labels, settings))
     storage.write_json(staging / "config.json", identity)
     storage.write_json(
         staging / "manifest.json",

@@ -126,6 +126,33 @@ def test_train_repairs_only_what_is_damaged(trained_copy, capsys):
     assert "already trained" in capsys.readouterr().out
 
 
+@pytest.mark.parametrize("damage", ["deleted", "zeroed"])
+def test_a_lost_or_damaged_folds_npy_is_rebuilt_by_the_command_that_trained_the_run(trained_copy, capsys, damage):
+    """The folds follow from split_seed and the labels, and manifest.json holds their checksum: the train
+    command rebuilds them, checks them, and leaves the run as it was; predict works again."""
+    settings, run_dir = trained_copy
+    folds = run_dir / "folds.npy"
+    before = {p.name: p.read_bytes() for p in run_dir.glob("*.npy")}
+    folds.unlink() if damage == "deleted" else zero(folds)
+    capsys.readouterr()
+    assert training.train(settings, quiet=True) == run_dir
+    out = " ".join(capsys.readouterr().out.split())
+    assert "folds.npy" in out and "rebuilt from the run's settings and data" in out and "already trained" in out
+    assert {p.name: p.read_bytes() for p in run_dir.glob("*.npy")} == before  # bit for bit
+    predicting.predict(run_dir.name, log=lambda *a: None)
+
+
+def test_folds_that_cannot_be_rebuilt_are_refused_in_one_line(trained_copy):
+    """Rebuilt folds that do not match the recorded checksum (here: other labels) are not trusted."""
+    settings, run_dir = trained_copy
+    (run_dir / "folds.npy").unlink()
+    run = Run(run_dir)
+    labels = np.load(run_dir / "oof_labels.npy")
+    with pytest.raises(UserError, match="folds.npy is missing, and the folds rebuilt .* do not match"):
+        run.repair(np.roll(labels, 1), log=lambda *a: None)
+    assert not (run_dir / "folds.npy").exists()
+
+
 def test_a_deleted_config_json_resumes_the_same_run(trained_copy):
     settings, run_dir = trained_copy
     (run_dir / "config.json").unlink()
