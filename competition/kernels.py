@@ -424,11 +424,18 @@ class _Follow:
         return len(waiting)
 
     def check(self, kernel: dict) -> None:
-        response = kaggle_api.call(
-            lambda: self.api.kernels_status(kernel["ref"]),
-            "checking the kernel",
-            missing=(f"kernel {kernel['ref']}", "it may have been deleted; see " + _url(kernel["ref"])),
-        )
+        try:
+            response = kaggle_api.call(
+                lambda: self.api.kernels_status(kernel["ref"]),
+                "checking the kernel",
+                missing=(f"kernel {kernel['ref']}", "it may have been deleted; see " + _url(kernel["ref"])),
+            )
+        except UserError as error:
+            # Kaggle's API is eventually consistent: a version pushed moments ago can be unknown to the
+            # status call for a while. Waited out within the stale-status window, as a stale state is.
+            if getattr(error, "status", None) == 404 and self.just_pushed(kernel):
+                return
+            raise
         state = str(getattr(response, "status", "")).split(".")[-1].upper()
         if state in ("QUEUED", "RUNNING"):
             if not kernel["seen_running"]:
@@ -436,7 +443,7 @@ class _Follow:
                 self.save()
             self.streams.follow(kernel["ref"])
             return
-        if state in TERMINAL and not kernel["seen_running"] and time.time() - kernel["time"] < STALE_SECONDS:
+        if state in TERMINAL and self.just_pushed(kernel):
             return  # the previous version's state, reported right after a push
         if state == "ERROR" or state.startswith("CANCEL"):
             # Forgotten before anything else can fail, so the same command pushes a new version instead
@@ -447,6 +454,12 @@ class _Follow:
             raise UserError(message + "; the same command pushes it again")
         if state == "COMPLETE":
             self.fetch(kernel)
+
+    @staticmethod
+    def just_pushed(kernel: dict) -> bool:
+        """Pushed less than STALE_SECONDS ago and never seen running: what Kaggle says of it may not be
+        about this version yet."""
+        return not kernel["seen_running"] and time.time() - kernel["time"] < STALE_SECONDS
 
     def fetch(self, kernel: dict) -> None:
         """A finished kernel's output, downloaded and verified into the run's staging folder: a stopped

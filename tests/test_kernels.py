@@ -153,6 +153,14 @@ def test_a_stale_status_right_after_the_push_is_not_taken_for_this_version(works
     assert result.returncode == 0, result.output
 
 
+def test_a_404_right_after_the_push_is_waited_out_not_taken_for_a_deletion(workspace, kaggle, env):
+    # Kaggle's API is eventually consistent: the first status calls can miss a version just pushed.
+    kaggle.state.failures["GetKernelSessionStatus"] = [404, 404]
+    result = run_cli("train", "--on", "kaggle", *QUICK, cwd=workspace, env=env, timeout=600)
+    assert result.returncode == 0, result.output
+    assert "deleted" not in result.output and len(kaggle.state.pushes) == 1
+
+
 def test_a_429_on_push_is_retried_and_pushes_once(workspace, kaggle, env):
     kaggle.state.failures["SaveKernel"] = [429]
     result = run_cli("train", "--on", "kaggle", *QUICK, cwd=workspace, env=env, timeout=600)
