@@ -412,3 +412,133 @@ def test_a_kernel_that_finished_without_its_output_is_pushed_again(workspace, ka
     again = run_cli("train", "--on", "kaggle", *QUICK, cwd=workspace, env=env, timeout=600)
     assert again.returncode == 0, again.output
     assert len(kaggle.state.pushes) == 2 and len(installed(workspace)) == 1
+
+
+# ----------------------------------------------------------------------------------------------
+# The guards on a run coming home, in-process (fast loop): each test fails if its check is removed.
+
+
+def _zip(path, names: dict[str, bytes]):
+    import zipfile
+
+    with zipfile.ZipFile(path, "w") as archive:
+        for name, content in names.items():
+            archive.writestr(name, content)
+    return path
+
+
+@pytest.mark.parametrize("name", ["../escaped.txt", "run-1/../../escaped.txt", "another-run/model.keras"])
+def test_an_archive_with_files_outside_its_run_folder_is_refused_whole(tmp_path, name):
+    from competition import kernels
+    from competition.errors import UserError
+
+    archive = _zip(tmp_path / "out.zip", {"run-1/config.json": b"{}", name: b"x"})
+    target = tmp_path / "home" / "staging"
+    target.mkdir(parents=True)
+    with pytest.raises(UserError, match="holds files outside its run folder: refusing it"):
+        kernels._extract(archive, "run-1", target, "the archive")
+    assert list(target.iterdir()) == [] and not (tmp_path / "home" / "escaped.txt").exists()
+
+
+def _fake_output(monkeypatch, receipt: dict | str | None, archive: bytes | None):
+    """kaggle_api.kernel_output leaving this receipt and archive in the folder, as a download would."""
+    from competition import kaggle_api, kernels
+
+    def download(ref, folder, names, missing):
+        folder.mkdir(parents=True, exist_ok=True)
+        if receipt is not None:
+            text = receipt if isinstance(receipt, str) else json.dumps(receipt)
+            (folder / kernels.RECEIPT).write_text(text)
+        if archive is not None:
+            (folder / kernels.ARCHIVE).write_bytes(archive)
+        return []
+
+    monkeypatch.setattr(kaggle_api, "kernel_output", download)
+
+
+def test_an_archive_whose_checksum_does_not_match_its_receipt_is_refused(tmp_path, monkeypatch):
+    import hashlib
+
+    from competition import kernels
+    from competition.errors import UserError
+
+    archive = b"the archive's bytes"
+    good = {"run_id": "run-1", "sha256": hashlib.sha256(archive).hexdigest(), "finished": True}
+    _fake_output(monkeypatch, good, archive)
+    assert kernels._download_output("me/k", tmp_path / "a") == good
+    _fake_output(monkeypatch, {**good, "sha256": "0" * 64}, archive)
+    with pytest.raises(UserError, match="is damaged \\(its checksum does not match the receipt\\)"):
+        kernels._download_output("me/k", tmp_path / "b")
+    _fake_output(monkeypatch, "{not json", archive)
+    with pytest.raises(UserError, match="is damaged \\(not the receipt the kernel writes\\)"):
+        kernels._download_output("me/k", tmp_path / "c")
+    _fake_output(monkeypatch, None, archive)
+    with pytest.raises(kernels.MissingOutput, match="left no kaggle-mnist-run.json"):
+        kernels._download_output("me/k", tmp_path / "d")
+
+
+def test_a_stopped_kernels_output_that_does_not_match_its_receipt_is_not_continued(
+    workspace, tmp_path, monkeypatch
+):
+    import hashlib
+
+    from competition import kernels
+    from competition.errors import UserError
+
+    root = tmp_path / "kaggle"
+    earlier = root / "input" / "kaggle-mnist-abc"
+    earlier.mkdir(parents=True)
+    archive = _zip(earlier / kernels.ARCHIVE, {"run-1/config.json": b"{}"})
+    receipt = {"run_id": "run-1", "sha256": hashlib.sha256(archive.read_bytes()).hexdigest()}
+    receipt |= {"members": None, "finished": False, "done": []}
+    (earlier / kernels.RECEIPT).write_text(json.dumps({**receipt, "sha256": "0" * 64}))
+    monkeypatch.setenv("KAGGLE_MNIST_KAGGLE_ROOT", str(root))
+    monkeypatch.setenv("KAGGLE_MNIST_WORKSPACE", str(workspace))
+    with pytest.raises(UserError, match="does not match its receipt: the earlier kernel's output is damaged"):
+        kernels._continue_from_input()
+    assert not (workspace / "ensembles" / "run-1").exists()
+    (earlier / kernels.RECEIPT).write_text(json.dumps(receipt))  # intact: put back to be continued
+    kernels._continue_from_input()
+    assert (workspace / "ensembles" / "run-1" / "config.json").is_file()
+
+
+@pytest.fixture
+def kernel_run(trained_run, tmp_path):
+    """A copy of the shared trained run, as a kernel's unpacked output."""
+    import shutil
+
+    from competition.runs import Run
+
+    _, run_dir = trained_run
+    copy = tmp_path / "kernel-0" / run_dir.name
+    shutil.copytree(run_dir, copy)
+    return Run(copy)
+
+
+def test_a_run_from_kaggle_trained_with_other_settings_is_refused(kernel_run, tmp_path):
+    from competition import kernels
+    from competition.errors import UserError
+
+    identity = kernel_run.identity()
+    merged = kernels._merge([kernel_run], tmp_path / "merged", identity, None)
+    assert merged.finished and merged.metrics["cv_accuracy"] == kernel_run.metrics["cv_accuracy"]
+    other = {**identity, "settings": {**identity["settings"], "epochs": identity["settings"]["epochs"] + 1}}
+    with pytest.raises(UserError, match="was trained with other settings or data than this command's"):
+        kernels._merge([kernel_run], tmp_path / "other-settings", other, None)
+    other_data = {**identity, "train_sha256": "0" * 64}
+    with pytest.raises(UserError, match="was trained with other settings or data than this command's"):
+        kernels._merge([kernel_run], tmp_path / "other-data", other_data, None)
+    assert not (tmp_path / "other-settings").exists() and not (tmp_path / "other-data").exists()
+
+
+def test_a_run_from_kaggle_missing_or_damaging_a_member_is_refused(kernel_run, tmp_path):
+    import shutil
+
+    from competition import kernels
+    from competition.errors import UserError
+
+    identity = kernel_run.identity()
+    shutil.rmtree(kernel_run.member_dir(1, 0))
+    kernel_run.member_dir(0, 1).joinpath("test.npy").write_bytes(b"damaged")
+    with pytest.raises(UserError, match="incomplete or damaged: f1-s0, f0-s1 \\(test.npy\\)"):
+        kernels._merge([kernel_run], tmp_path / "merged", identity, None)
