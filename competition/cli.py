@@ -32,7 +32,7 @@ WEIGHTS_HELP = (
 )
 WORKERS_HELP = (
     "Processes training members side by side; 0 = automatic: one per visible GPU; on a CPU with 2 or "
-    "more cores, 2 processes sharing the cores for runs of 40,000 training images or more, else 1."
+    "more cores, 2 processes sharing the cores for runs that train 40,000 images or more in all (members x epochs x rows), else 1."
 )
 
 # Options that several commands share, declared once.

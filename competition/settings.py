@@ -84,7 +84,7 @@ class TrainSettings:
     # is always scored once at the end, for the CV.
     epoch_validation: bool | None = None
     # CPU threads per training process, filled in by `train` from the cores and the run's size (see
-    # train.cpu_workers); part of the run's identity because the thread count changes the last bits of
+    # worker.cpu_workers); part of the run's identity because the thread count changes the last bits of
     # the numbers, so every member of a run, resumed or not, trains with the same one. 0 = automatic.
     cpu_threads: int = 0
 
@@ -283,7 +283,7 @@ OPTIONS: dict[str, Flag] = {
     "epoch_validation": Flag(
         "--epoch-validation/--no-epoch-validation",
         "Score the validation fold after every epoch (learning curves in `report`). Default: on a GPU "
-        "yes, on a CPU no (a fifth of each epoch); always on with --schedule plateau or --early-stopping. "
+        "yes, on a CPU no (1.5x the time per epoch); always on with --schedule plateau or --early-stopping. "
         "The CV accuracy is the same either way.",
     ),
 }

@@ -159,10 +159,6 @@ def now() -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%S%z")
 
 
-def accuracy_of(run_dir: Path) -> float:
-    return float(storage.read_json(run_dir / "metrics.json")["cv_accuracy"])
-
-
 # ----------------------------------------------------------------------------------------------
 # Submitting
 
