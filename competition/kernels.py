@@ -1,13 +1,16 @@
 """`kaggle-mnist train --on kaggle`: the run trained on Kaggle's GPUs, followed from here, brought home.
 
+Runs on the USER'S machine and stays free of Keras (`--on kaggle` loads none of it); what runs inside
+the kernel is kernel_job.py.
+
 A private *script* kernel is pushed with the competition as its data source, the accelerator set
 explicitly (`enable_gpu` alone gets a P100, which the image's PyTorch no longer supports), and this
 package embedded in the script, so nothing is installed from the internet and the image's own
 TensorFlow and Keras are used. Inside, the script runs the same `train` (both GPUs of a T4 x2 through
 the usual worker processes) and leaves the run in /kaggle/working as one zip beside a receipt with its
-sha256. Here, the kernel is followed with a live status line; Ctrl-C only detaches, and the same
-command re-attaches (kernels are recorded per run identity in ensembles/.kaggle-kernels.json). The
-output is verified (checksum, the run's settings and data identical to the local ones, every member
+sha256 (kernel_job.py). Here, the kernel is followed with a live status line; Ctrl-C only detaches, and
+the same command re-attaches (kernels are recorded per run identity in ensembles/.kaggle-kernels.json).
+The output is verified (checksum, the run's settings and data identical to the local ones, every member
 file present) before it is moved into ensembles/<run-id>/, where predict, evaluate, report and submit
 use it like a local run.
 """
@@ -31,13 +34,12 @@ from collections.abc import Callable
 from pathlib import Path
 
 from competition import data, kaggle_api, locks, paths, storage
-from competition.errors import SessionDeadline, UserError
+from competition.errors import UserError
+from competition.kernel_job import ARCHIVE, RECEIPT, STOP_MARGIN_SECONDS, Receipt, extract
 from competition.runs import DamagedFile, Run, member_name, run_rows, same_run
 from competition.runs import identity as run_identity
 from competition.settings import TrainSettings
 
-ARCHIVE = "kaggle-mnist-run.zip"
-RECEIPT = "kaggle-mnist-run.json"
 RECORD = ".kaggle-kernels.json"
 DEFAULT_ACCELERATOR = "NvidiaTeslaT4"
 # Kaggle's GPU machine shapes as `kaggle kernels push --accelerator` names them (Kaggle/kaggle-cli,
@@ -66,7 +68,6 @@ GPU_SESSIONS = 2
 # new kernel continues from there. KAGGLE_MNIST_SESSION_SECONDS sets a shorter limit (for an account
 # with one, and for tests).
 SESSION_SECONDS = float(os.environ.get("KAGGLE_MNIST_SESSION_SECONDS", str(12 * 3600)))
-STOP_MARGIN_SECONDS = 1200.0  # the epoch in flight, the predictions, packing the output
 WEEKLY_GPU_HOURS = 30
 # What the script imports besides this package; all in Kaggle's Python image (checked when it starts).
 KERNEL_NEEDS = ("keras", "numpy", "pandas", "sklearn", "filelock", "rich", "matplotlib", "PIL")
@@ -128,73 +129,10 @@ try:  # before anything is loaded or fetched: an image too old for us fails here
     versions.require(SETTINGS["backend"])
 except errors.UserError as exc:
     sys.exit("kaggle-mnist: this kernel image cannot run it: " + exc.message)
-from competition import kernels  # noqa: E402
+from competition import kernel_job  # noqa: E402
 
-kernels.run_in_kernel(SETTINGS, MEMBERS, STARTED + SESSION_SECONDS)
+kernel_job.run_in_kernel(SETTINGS, MEMBERS, STARTED + SESSION_SECONDS)
 '''
-
-
-def run_in_kernel(
-    settings_values: dict, members: list[str] | None, session_ends: float | None = None
-) -> Path:
-    """Inside the kernel: fetch from the mounted input, continue a stopped run found there, train until
-    done or until the session nearly ends, and pack the run (and a receipt saying which) for download."""
-    from competition import backend
-
-    settings = TrainSettings.from_dict(settings_values)
-    data.fetch(log=_print)
-    _continue_from_input()
-    backend.select(settings.backend)
-    from competition import member, train
-
-    if session_ends is not None:
-        margin = min(STOP_MARGIN_SECONDS, (session_ends - time.time()) / 10)
-        # An environment variable, so the worker processes (one per GPU) see it too.
-        os.environ[member.DEADLINE_VARIABLE] = str(session_ends - margin)
-
-    try:
-        run_dir, finished = train.train(settings, quiet=True, only=members), True
-    except SessionDeadline as stop:
-        run_dir, finished = stop.run_dir, False
-    run = Run(run_dir)
-    done = [member_name(*m) for m in run.members if run.member_done(*m)]
-    working = paths.workspace()
-    archive = working / ARCHIVE
-    with storage.atomic_path(archive) as tmp:
-        shutil.make_archive(str(tmp.with_suffix("")), "zip", run_dir.parent, run_dir.name)
-    receipt = {
-        "run_id": run_dir.name,
-        "sha256": storage.sha256_file(archive),
-        "members": members,
-        "finished": finished,
-        "done": done,
-    }
-    storage.write_json(working / RECEIPT, receipt)
-    # Only the archive and its receipt are output worth downloading.
-    shutil.rmtree(paths.data_dir().parent, ignore_errors=True)
-    shutil.rmtree(run_dir.parent, ignore_errors=True)
-    how = "packed" if finished else "stopped before the session's end and packed to continue"
-    _print(f"kaggle-mnist: run {run_dir.name} {how} into {archive} (sha256 {receipt['sha256']})")
-    return archive
-
-
-def _continue_from_input() -> None:
-    """A run an earlier kernel stopped, mounted as this one's input: put back in ensembles/, where
-    `train` finds it and continues it (finished members kept, the half-trained one from its backup)."""
-    for receipt_path in sorted((paths.kaggle_root() / "input").rglob(RECEIPT)):
-        receipt = json.loads(receipt_path.read_text(encoding="utf-8"))
-        archive = receipt_path.with_name(ARCHIVE)
-        if receipt.get("finished", True) or not archive.is_file():
-            continue
-        if storage.sha256_file(archive) != receipt["sha256"]:
-            raise UserError(f"{archive} does not match its receipt: the earlier kernel's output is damaged")
-        target = paths.ensembles_dir()
-        if not (target / receipt["run_id"]).exists():
-            target.mkdir(parents=True, exist_ok=True)
-            _extract(archive, receipt["run_id"], target, str(archive))
-        _print(
-            f"kaggle-mnist: continuing run {receipt['run_id']} ({len(receipt['done'])} members done before)"
-        )
 
 
 def _print(message: str) -> None:
@@ -472,12 +410,12 @@ class _Follow:
             self.entry["kernels"].remove(kernel)
             self.save()
             raise UserError(missing.message + "; the same command pushes it again") from None
-        kernel["state"] = "done" if receipt.get("finished", True) else "stopped"
+        kernel["state"] = "done" if receipt.finished else "stopped"
         self.save()
         if kernel["state"] == "stopped":
             self.log(
                 f"Kernel {kernel['ref']} stopped before Kaggle's session limit with "
-                f"{len(receipt.get('done', []))} members done; a new kernel continues from its output"
+                f"{len(receipt.done)} members done; a new kernel continues from its output"
             )
 
     def status(self, started: float, waiting: int) -> str:
@@ -642,20 +580,18 @@ class MissingOutput(UserError):
     """A kernel that finished without the output it writes."""
 
 
-def _download_output(ref: str, folder: Path) -> dict:
+def _download_output(ref: str, folder: Path) -> Receipt:
     """The kernel's receipt and archive, downloaded (and checked against each other) into `folder`;
     returns the receipt."""
     remedy = f"run the same command again to download it again, or see {_url(ref)}"
     kaggle_api.kernel_output(ref, folder, (RECEIPT, ARCHIVE), missing=(f"output of kernel {ref}", remedy))
     try:
-        receipt = json.loads((folder / RECEIPT).read_text(encoding="utf-8"))
-        expected = receipt["sha256"]
-        receipt["run_id"]
+        receipt = Receipt.load(folder / RECEIPT)
     except FileNotFoundError:
         raise MissingOutput(
             f"the kernel {ref} finished but left no {RECEIPT}: its output is missing; see {_url(ref)}"
         ) from None
-    except (ValueError, KeyError, TypeError):
+    except ValueError:
         raise UserError(
             f"{RECEIPT} from kernel {ref} is damaged (not the receipt the kernel writes): {remedy}"
         ) from None
@@ -664,7 +600,7 @@ def _download_output(ref: str, folder: Path) -> dict:
         raise MissingOutput(
             f"the kernel {ref} finished but left no {ARCHIVE}: its output is missing; see {_url(ref)}"
         )
-    if storage.sha256_file(archive) != expected:
+    if storage.sha256_file(archive) != receipt.sha256:
         raise UserError(
             f"{ARCHIVE} from kernel {ref} is damaged (its checksum does not match the receipt): {remedy}"
         )
@@ -700,19 +636,11 @@ def _bring_home(entry, identity, dataset, root: Path, key: str, log: Log) -> Run
 
 def _unpack(folder: Path, ref: str) -> Run:
     """The run folder inside a verified output archive (see _download_output), extracted in `folder`."""
-    run_id = json.loads((folder / RECEIPT).read_text(encoding="utf-8"))["run_id"]
+    run_id = Receipt.load(folder / RECEIPT).run_id
     archive = folder / ARCHIVE
-    _extract(archive, run_id, folder, f"{ARCHIVE} from kernel {ref}")
+    extract(archive, run_id, folder, f"{ARCHIVE} from kernel {ref}")
     archive.unlink()
     return Run(folder / run_id)
-
-
-def _extract(archive: Path, run_id: str, target: Path, what: str) -> None:
-    with zipfile.ZipFile(archive) as zf:
-        names = zf.namelist()
-        if any(not n.startswith(f"{run_id}/") or ".." in Path(n).parts for n in names):
-            raise UserError(f"{what} holds files outside its run folder: refusing it")
-        zf.extractall(target)
 
 
 def _merge(runs: list[Run], target: Path, identity: dict, dataset: data.Dataset) -> Run:
@@ -808,10 +736,7 @@ def _elapsed(seconds: float) -> str:
 
 __all__ = [
     "kernel_script",
-    "run_in_kernel",
     "train_on_kaggle",
     "package_zip",
-    "ARCHIVE",
-    "RECEIPT",
     "DEFAULT_ACCELERATOR",
 ]

@@ -28,7 +28,7 @@ from competition.settings import TrainSettings
 
 PREDICT_BATCH = 1024  # inference has no gradients to hold: big batches are free speed
 # Inside a Kaggle kernel: the time (seconds since the epoch) after which training stops at the next
-# epoch's end, before Kaggle ends the session and takes everything with it (kernels.run_in_kernel).
+# epoch's end, before Kaggle ends the session and takes everything with it (kernel_job.run_in_kernel).
 DEADLINE_VARIABLE = "KAGGLE_MNIST_DEADLINE"
 # Keras' "auto": XLA on a GPU; off on a CPU, where it is several times slower. A test sets True to
 # compile the GPU path's XLA graph (custom layers included) on a CPU.

@@ -214,7 +214,7 @@ def test_kernel_script_prints_a_script_a_notebook_can_run(workspace):
     assert result.returncode == 0, result.output
     compile(result.stdout, "train.py", "exec")
     assert '\\"folds\\": 3' in result.stdout and '\\"epochs\\": 7' in result.stdout
-    assert "kernels.run_in_kernel(SETTINGS, MEMBERS, STARTED + SESSION_SECONDS)" in result.stdout
+    assert "kernel_job.run_in_kernel(SETTINGS, MEMBERS, STARTED + SESSION_SECONDS)" in result.stdout
 
 
 def script_settings(script: str) -> dict:
@@ -429,28 +429,28 @@ def _zip(path, names: dict[str, bytes]):
 
 @pytest.mark.parametrize("name", ["../escaped.txt", "run-1/../../escaped.txt", "another-run/model.keras"])
 def test_an_archive_with_files_outside_its_run_folder_is_refused_whole(tmp_path, name):
-    from competition import kernels
+    from competition import kernel_job
     from competition.errors import UserError
 
     archive = _zip(tmp_path / "out.zip", {"run-1/config.json": b"{}", name: b"x"})
     target = tmp_path / "home" / "staging"
     target.mkdir(parents=True)
     with pytest.raises(UserError, match="holds files outside its run folder: refusing it"):
-        kernels._extract(archive, "run-1", target, "the archive")
+        kernel_job.extract(archive, "run-1", target, "the archive")
     assert list(target.iterdir()) == [] and not (tmp_path / "home" / "escaped.txt").exists()
 
 
 def _fake_output(monkeypatch, receipt: dict | str | None, archive: bytes | None):
     """kaggle_api.kernel_output leaving this receipt and archive in the folder, as a download would."""
-    from competition import kaggle_api, kernels
+    from competition import kaggle_api, kernel_job
 
     def download(ref, folder, names, missing):
         folder.mkdir(parents=True, exist_ok=True)
         if receipt is not None:
             text = receipt if isinstance(receipt, str) else json.dumps(receipt)
-            (folder / kernels.RECEIPT).write_text(text)
+            (folder / kernel_job.RECEIPT).write_text(text)
         if archive is not None:
-            (folder / kernels.ARCHIVE).write_bytes(archive)
+            (folder / kernel_job.ARCHIVE).write_bytes(archive)
         return []
 
     monkeypatch.setattr(kaggle_api, "kernel_output", download)
@@ -465,7 +465,8 @@ def test_an_archive_whose_checksum_does_not_match_its_receipt_is_refused(tmp_pat
     archive = b"the archive's bytes"
     good = {"run_id": "run-1", "sha256": hashlib.sha256(archive).hexdigest(), "finished": True}
     _fake_output(monkeypatch, good, archive)
-    assert kernels._download_output("me/k", tmp_path / "a") == good
+    receipt = kernels._download_output("me/k", tmp_path / "a")
+    assert (receipt.run_id, receipt.sha256, receipt.finished) == ("run-1", good["sha256"], True)
     _fake_output(monkeypatch, {**good, "sha256": "0" * 64}, archive)
     with pytest.raises(UserError, match="is damaged \\(its checksum does not match the receipt\\)"):
         kernels._download_output("me/k", tmp_path / "b")
@@ -482,23 +483,23 @@ def test_a_stopped_kernels_output_that_does_not_match_its_receipt_is_not_continu
 ):
     import hashlib
 
-    from competition import kernels
+    from competition import kernel_job
     from competition.errors import UserError
 
     root = tmp_path / "kaggle"
     earlier = root / "input" / "kaggle-mnist-abc"
     earlier.mkdir(parents=True)
-    archive = _zip(earlier / kernels.ARCHIVE, {"run-1/config.json": b"{}"})
+    archive = _zip(earlier / kernel_job.ARCHIVE, {"run-1/config.json": b"{}"})
     receipt = {"run_id": "run-1", "sha256": hashlib.sha256(archive.read_bytes()).hexdigest()}
     receipt |= {"members": None, "finished": False, "done": []}
-    (earlier / kernels.RECEIPT).write_text(json.dumps({**receipt, "sha256": "0" * 64}))
+    (earlier / kernel_job.RECEIPT).write_text(json.dumps({**receipt, "sha256": "0" * 64}))
     monkeypatch.setenv("KAGGLE_MNIST_KAGGLE_ROOT", str(root))
     monkeypatch.setenv("KAGGLE_MNIST_WORKSPACE", str(workspace))
     with pytest.raises(UserError, match="does not match its receipt: the earlier kernel's output is damaged"):
-        kernels._continue_from_input()
+        kernel_job.continue_from_input()
     assert not (workspace / "ensembles" / "run-1").exists()
-    (earlier / kernels.RECEIPT).write_text(json.dumps(receipt))  # intact: put back to be continued
-    kernels._continue_from_input()
+    (earlier / kernel_job.RECEIPT).write_text(json.dumps(receipt))  # intact: put back to be continued
+    kernel_job.continue_from_input()
     assert (workspace / "ensembles" / "run-1" / "config.json").is_file()
 
 
@@ -542,3 +543,29 @@ def test_a_run_from_kaggle_missing_or_damaging_a_member_is_refused(kernel_run, t
     kernel_run.member_dir(0, 1).joinpath("test.npy").write_bytes(b"damaged")
     with pytest.raises(UserError, match="incomplete or damaged: f1-s0, f0-s1 \\(test.npy\\)"):
         kernels._merge([kernel_run], tmp_path / "merged", identity, None)
+
+
+def test_a_receipt_round_trips_and_a_foreign_one_is_refused(tmp_path):
+    from competition.kernel_job import Receipt
+
+    receipt = Receipt("run-1", "ab" * 32, ["f0-s0"], False, ["f0-s0"])
+    receipt.save(tmp_path / "r.json")
+    assert Receipt.load(tmp_path / "r.json") == receipt
+    for text in ("{", "[]", '{"run_id": 1, "sha256": "x"}', '{"run_id": "r", "sha256": "x", "done": "f0-s0"}'):
+        (tmp_path / "bad.json").write_text(text)
+        with pytest.raises(ValueError):
+            Receipt.load(tmp_path / "bad.json")
+    with pytest.raises(FileNotFoundError):
+        Receipt.load(tmp_path / "none.json")
+
+
+def test_the_users_side_of_the_kaggle_route_loads_no_keras():
+    """kernels.py runs on the user's machine, where `--on kaggle` loads nothing of Keras or TensorFlow;
+    only kernel_job.py, inside the kernel, may (through train)."""
+    import subprocess
+    import sys
+
+    probe = "import sys, competition.kernels; print(sorted(m for m in ('keras', 'tensorflow', 'jax') if m in sys.modules))"
+    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, cwd=ROOT)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[]"
