@@ -6,6 +6,7 @@ rows, its submission's predictor scored on those rows (`kaggle-mnist run --holdo
     python benchmarks/holdout.py --compare default tta
     python benchmarks/holdout.py --curve --name default --holdout 8400 --holdout-seeds 0 1
     python benchmarks/holdout.py --member --name epochs40 --holdout-seeds 0 -- --epochs 40
+    python benchmarks/holdout.py --mix default resnet --holdout-seeds 0 1
 
 `--member` screens a lever on one member instead of a whole run: `kaggle-mnist train --members f0-s0`
 with the options after `--`, scored on the same held-out rows; `--curve` gives the default run's ten
@@ -210,6 +211,35 @@ def curve(workdir: Path, name: str, holdout: int, seed: int) -> None:
         )
 
 
+def mix(workdir: Path, names: list[str], holdout: int, seed: int) -> list[dict]:
+    """Every finished member of the `--member` screens `names` on one holdout seed, alone and averaged
+    in pairs and all together: whether members of different recipes make different mistakes (a pair of
+    one recipe's members, where screened, is the yardstick). Returns one figure per combination."""
+    from itertools import combinations
+
+    from competition.runs import Run, member_name
+
+    labels = held = None
+    members = {}
+    for name in names:
+        workspace = workdir / f"member-{name}-h{holdout}-s{seed}"
+        labels, held = held_out(workspace, holdout, seed)
+        run = Run(max((workspace / "ensembles").glob("2*"), key=lambda p: p.stat().st_mtime))
+        for fold, seed_index in run.members:
+            if run.member_done(fold, seed_index):
+                members[f"{name}:{member_name(fold, seed_index)}"] = run.member_predictions(fold, seed_index)[2]
+    figures = []
+    for size in (1, 2, len(members)):
+        for combo in combinations(sorted(members), size):
+            mean = np.mean([members[m] for m in combo], axis=0)
+            wrong = np.flatnonzero(np.argmax(mean, axis=1) != labels[held])
+            figures.append({"members": list(combo), "holdout_seed": seed, "accuracy": 1 - len(wrong) / len(held)})
+            print(f"holdout seed {seed}: {' + '.join(combo)}: {figures[-1]['accuracy']:.3%}")
+        if size == len(members):
+            break
+    return figures
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -222,9 +252,14 @@ def main() -> None:
     parser.add_argument("--compare", nargs="+", metavar="RECIPE", help="summarise logged recipes instead")
     parser.add_argument("--curve", action="store_true", help="accuracy against members, from kept runs")
     parser.add_argument("--member", action="store_true", help="screen the options on one member (f0-s0)")
+    parser.add_argument("--mix", nargs="+", metavar="RECIPE", help="members of these screens, alone and averaged")
     args, options = parser.parse_known_args()
     if args.compare:
         compare(args.compare)
+        return
+    if args.mix:
+        for seed in args.holdout_seeds:
+            mix(args.workdir, args.mix, args.holdout, seed)
         return
     if args.curve:
         for seed in args.holdout_seeds:

@@ -19,6 +19,8 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import dataclasses
+import enum
 import hashlib
 import io
 import json
@@ -31,6 +33,7 @@ import threading
 import time
 import zipfile
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 from competition import data, kaggle_api, locks, paths, storage
@@ -209,16 +212,17 @@ def train_on_kaggle(
         labels = run_rows(expected, dataset).labels
         estimate = gpu_seconds(expected, len(labels) - len(labels) // expected.folds, accelerator, kernels)
         log(_estimate_line(estimate, accelerator, kernels))
-        record = _record(root)
-        entry = _entry(record.get(key), accelerator)
-        if entry["kernels"]:
-            refs = ", ".join(k["ref"] for k in entry["kernels"] if k["state"] == "live")
+        record = KernelRecord(root)
+        entry = record.entry(key, accelerator)
+        if entry.kernels:
+            refs = ", ".join(k.ref for k in entry.live())
             log(f"Re-attaching to the kernels already pushed for this run{': ' + refs if refs else ''}")
-        follow = _Follow(entry, shares, expected, accelerator, key, root, record, log, status_line, estimate)
+        plan = _Plan(key, expected, shares, accelerator, estimate, record)
+        follow = _Follow(plan, log, status_line)
         try:
             follow.run(poll)
         except KeyboardInterrupt:
-            urls = ", ".join(_url(k["ref"]) for k in entry["kernels"] if k["state"] == "live")
+            urls = ", ".join(_url(k.ref) for k in entry.live())
             raise UserError(
                 f"detached; the kernels keep running on Kaggle ({urls or 'none running'}; the API cannot "
                 "stop one, its page can): run the same command again to re-attach",
@@ -227,8 +231,8 @@ def train_on_kaggle(
         finally:
             follow.streams.close()
         run = _bring_home(entry, identity, dataset, root, key, log)
-        entry["run_id"] = run.id
-        _save_record(root, record)
+        entry.run_id = run.id
+        record.save()
     log(
         f"CV accuracy {run.metrics['cv_accuracy']:.4%} over {run.metrics['rows']:,} rows, trained on Kaggle; "
         f"run saved in {run.dir}"
@@ -257,16 +261,118 @@ def _estimate_line(estimate: float | None, accelerator: str, kernels: int) -> st
     )
 
 
-def _entry(entry: dict | None, accelerator: str) -> dict:
-    """This run's record of kernels; one written by an earlier version (a "pushed" list, one kernel
-    per share) is read as live kernels, which the next status check settles."""
-    if entry is None:
-        return {"kernels": [], "accelerator": accelerator}
-    if "kernels" not in entry:
-        entry["kernels"] = [
-            {**k, "share": i, "part": 0, "state": "live"} for i, k in enumerate(entry.pop("pushed", []))
-        ]
-    return entry
+class State(enum.StrEnum):
+    """Where a pushed kernel stands in the record."""
+
+    LIVE = "live"  # pushed, not yet seen to end
+    DONE = "done"  # ended with its share trained; its output verified and waiting in staging
+    STOPPED = "stopped"  # ended at the session limit; a new kernel continues from its output
+
+
+@dataclass
+class Kernel:
+    """One pushed kernel: which share of the run it trains, and which part of that share (a share the
+    session limit stopped continues in part 1, 2, ... each taking the previous part's output)."""
+
+    ref: str  # owner/slug
+    share: int
+    part: int
+    source: str | None  # the kernel whose output this one continues from
+    state: State
+    time: float  # when it was pushed
+    seen_running: bool = False
+
+    @property
+    def slug(self) -> str:
+        return self.ref.rsplit("/", 1)[-1]
+
+    def just_pushed(self) -> bool:
+        """Pushed less than STALE_SECONDS ago and never seen running: what Kaggle says of it may not be
+        about this version yet (a previous version's state, or a 404 before the new one is listed)."""
+        return not self.seen_running and time.time() - self.time < STALE_SECONDS
+
+
+@dataclass
+class RunKernels:
+    """The kernels pushed for one command's run, and the run they brought home."""
+
+    accelerator: str
+    kernels: list[Kernel] = dataclasses.field(default_factory=list)
+    run_id: str | None = None
+
+    def live(self) -> list[Kernel]:
+        return [k for k in self.kernels if k.state == State.LIVE]
+
+    def latest(self, share: int) -> Kernel | None:
+        parts = [k for k in self.kernels if k.share == share]
+        return max(parts, key=lambda k: k.part) if parts else None
+
+
+class KernelRecord:
+    """ensembles/.kaggle-kernels.json: per command (the key of its settings, data, accelerator and
+    kernel count), the kernels pushed for its run. Saved after every change, so the same command run
+    again re-attaches to them; loaded and checked here only."""
+
+    def __init__(self, root: Path):
+        self.path = root / RECORD
+        self.runs: dict[str, RunKernels] = self._load()
+
+    def entry(self, key: str, accelerator: str) -> RunKernels:
+        return self.runs.setdefault(key, RunKernels(accelerator))
+
+    def save(self) -> None:
+        storage.write_json(self.path, {key: dataclasses.asdict(run) for key, run in self.runs.items()})
+
+    def _load(self) -> dict[str, RunKernels]:
+        """A missing or unreadable record is an empty one (the kernels it named are then pushed again);
+        an entry that does not parse is dropped. An entry written before kernels had shares and parts
+        (a "pushed" list, one kernel per share) reads as live kernels, which the next look settles."""
+        try:
+            values = json.loads(self.path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return {}
+        runs = {}
+        for key, value in values.items() if isinstance(values, dict) else ():
+            try:
+                if "kernels" not in value:
+                    value = {
+                        **value,
+                        "kernels": [
+                            {**k, "share": i, "part": 0, "source": None, "state": "live"}
+                            for i, k in enumerate(value.pop("pushed", []))
+                        ],
+                    }
+                kernels = [
+                    Kernel(
+                        str(k["ref"]), int(k["share"]), int(k["part"]), k.get("source"), State(k["state"]),
+                        float(k.get("time", 0.0)), bool(k.get("seen_running", False)),
+                    )
+                    for k in value["kernels"]
+                ]
+                runs[key] = RunKernels(str(value["accelerator"]), kernels, value.get("run_id"))
+            except (AttributeError, KeyError, TypeError, ValueError):
+                continue
+        return runs
+
+
+@dataclass
+class _Plan:
+    """What one `--on kaggle` command follows: its run's settings and shares, where it keeps its record."""
+
+    key: str
+    settings: TrainSettings
+    shares: list[list[str] | None]
+    accelerator: str
+    estimate: float | None
+    record: KernelRecord
+
+    @property
+    def entry(self) -> RunKernels:
+        return self.record.runs[self.key]
+
+    @property
+    def root(self) -> Path:
+        return self.record.path.parent
 
 
 class SessionsFull(Exception):
@@ -281,27 +387,23 @@ class _Follow:
     """Pushes kernels as GPU sessions free up, follows them, fetches each one's output as it ends, and
     continues a kernel stopped by the session limit in a new one that takes its output as input."""
 
-    def __init__(self, entry, shares, settings, accelerator, key, root, record, log, status_line, estimate):
-        self.entry, self.shares, self.settings, self.accelerator = entry, shares, settings, accelerator
-        self.key, self.root, self.record, self.log = key, root, record, log
-        self.status_line, self.estimate = status_line or log, estimate
+    def __init__(self, plan: _Plan, log: Log, status_line: Callable[[str], None] | None):
+        self.plan, self.entry = plan, plan.entry
+        self.log, self.status_line = log, status_line or log
         self.api = kaggle_api.client()
         self.streams = _LogStreams(self.api)
         self.said_waiting = False
 
     def save(self) -> None:
-        self.record[self.key] = self.entry
-        _save_record(self.root, self.record)
+        self.plan.record.save()
 
-    def live(self) -> list[dict]:
-        return [k for k in self.entry["kernels"] if k["state"] == "live"]
-
-    def latest(self, share: int) -> dict | None:
-        parts = [k for k in self.entry["kernels"] if k["share"] == share]
-        return max(parts, key=lambda k: k["part"]) if parts else None
+    def live(self) -> list[Kernel]:
+        return self.entry.live()
 
     def finished(self) -> bool:
-        return all((self.latest(i) or {}).get("state") == "done" for i in range(len(self.shares)))
+        return all(
+            (k := self.entry.latest(i)) is not None and k.state == State.DONE for i in range(len(self.plan.shares))
+        )
 
     def run(self, poll: float) -> None:
         started = time.time()
@@ -317,20 +419,23 @@ class _Follow:
     def push_what_fits(self) -> int:
         """Pushes the shares that need a kernel while this account has GPU sessions free; returns how
         many are still waiting for one."""
+        plan = self.plan
         waiting = [
-            i for i in range(len(self.shares)) if (self.latest(i) or {}).get("state") in (None, "stopped")
+            i
+            for i in range(len(plan.shares))
+            if (k := self.entry.latest(i)) is None or k.state == State.STOPPED
         ]
         for share in list(waiting):
             if len(self.live()) >= GPU_SESSIONS:
                 break
-            previous = self.latest(share)
-            part = previous["part"] + 1 if previous else 0
-            slug = f"kaggle-mnist-{self.key}" + (f"-k{share + 1}" if len(self.shares) > 1 else "")
+            previous = self.entry.latest(share)
+            part = previous.part + 1 if previous else 0
+            slug = f"kaggle-mnist-{plan.key}" + (f"-k{share + 1}" if len(plan.shares) > 1 else "")
             slug += f"-p{part + 1}" if part else ""
-            script = kernel_script(self.settings, self.shares[share], SESSION_SECONDS)
-            source = previous["ref"] if previous else None
+            script = kernel_script(plan.settings, plan.shares[share], SESSION_SECONDS)
+            source = previous.ref if previous else None
             try:
-                ref = _push(slug, script, self.accelerator, self.log, source)
+                ref = _push(slug, script, plan.accelerator, self.log, source)
             except SessionsFull as full:
                 if self.live():
                     break  # ours hold sessions: push when one of them ends
@@ -340,17 +445,7 @@ class _Follow:
                     f"use by other notebooks or kernels ({full.message}): stop one at "
                     "https://www.kaggle.com/code (Your Work, running), then run the same command again"
                 ) from None
-            self.entry["kernels"].append(
-                {
-                    "ref": ref,
-                    "share": share,
-                    "part": part,
-                    "source": source,
-                    "state": "live",
-                    "time": time.time(),
-                    "seen_running": False,
-                }
-            )
+            self.entry.kernels.append(Kernel(ref, share, part, source, State.LIVE, time.time()))
             self.save()
             waiting.remove(share)
         if waiting and not self.said_waiting:
@@ -361,76 +456,71 @@ class _Follow:
             )
         return len(waiting)
 
-    def check(self, kernel: dict) -> None:
+    def check(self, kernel: Kernel) -> None:
         try:
             response = kaggle_api.call(
-                lambda: self.api.kernels_status(kernel["ref"]),
+                lambda: self.api.kernels_status(kernel.ref),
                 "checking the kernel",
-                missing=(f"kernel {kernel['ref']}", "it may have been deleted; see " + _url(kernel["ref"])),
+                missing=(f"kernel {kernel.ref}", "it may have been deleted; see " + _url(kernel.ref)),
             )
         except UserError as error:
             # Kaggle's API is eventually consistent: a version pushed moments ago can be unknown to the
             # status call for a while. Waited out within the stale-status window, as a stale state is.
-            if getattr(error, "status", None) == 404 and self.just_pushed(kernel):
+            if getattr(error, "status", None) == 404 and kernel.just_pushed():
                 return
             raise
         state = str(getattr(response, "status", "")).split(".")[-1].upper()
         if state in ("QUEUED", "RUNNING"):
-            if not kernel["seen_running"]:
-                kernel["seen_running"] = True
+            if not kernel.seen_running:
+                kernel.seen_running = True
                 self.save()
-            self.streams.follow(kernel["ref"])
+            self.streams.follow(kernel.ref)
             return
-        if state in TERMINAL and self.just_pushed(kernel):
+        if state in TERMINAL and kernel.just_pushed():
             return  # the previous version's state, reported right after a push
         if state == "ERROR" or state.startswith("CANCEL"):
             # Forgotten before anything else can fail, so the same command pushes a new version instead
             # of re-attaching to this one for ever.
-            self.entry["kernels"].remove(kernel)
+            self.entry.kernels.remove(kernel)
             self.save()
-            message = _kernel_failed(self.api, kernel["ref"], getattr(response, "failure_message", ""))
+            message = _kernel_failed(self.api, kernel.ref, getattr(response, "failure_message", ""))
             raise UserError(message + "; the same command pushes it again")
         if state == "COMPLETE":
             self.fetch(kernel)
 
-    @staticmethod
-    def just_pushed(kernel: dict) -> bool:
-        """Pushed less than STALE_SECONDS ago and never seen running: what Kaggle says of it may not be
-        about this version yet."""
-        return not kernel["seen_running"] and time.time() - kernel["time"] < STALE_SECONDS
-
-    def fetch(self, kernel: dict) -> None:
+    def fetch(self, kernel: Kernel) -> None:
         """A finished kernel's output, downloaded and verified into the run's staging folder: a stopped
         one's is what its continuation starts from."""
-        folder = _staging(self.root, self.key) / kernel["ref"].rsplit("/", 1)[-1]
+        folder = _staging(self.plan.root, self.plan.key) / kernel.slug
         try:
-            receipt = _download_output(kernel["ref"], folder)
+            receipt = _download_output(kernel.ref, folder)
         except MissingOutput as missing:
             # Finished without its output: nothing to fetch ever, so forgotten like a failed kernel.
-            self.entry["kernels"].remove(kernel)
+            self.entry.kernels.remove(kernel)
             self.save()
             raise UserError(missing.message + "; the same command pushes it again") from None
-        kernel["state"] = "done" if receipt.finished else "stopped"
+        kernel.state = State.DONE if receipt.finished else State.STOPPED
         self.save()
-        if kernel["state"] == "stopped":
+        if kernel.state == State.STOPPED:
             self.log(
-                f"Kernel {kernel['ref']} stopped before Kaggle's session limit with "
+                f"Kernel {kernel.ref} stopped before Kaggle's session limit with "
                 f"{len(receipt.done)} members done; a new kernel continues from its output"
             )
 
     def status(self, started: float, waiting: int) -> str:
         elapsed = time.time() - started
-        states = ", ".join(f"{k['ref'].rsplit('-', 1)[-1]} live" for k in self.live()) or "pushing"
+        states = ", ".join(f"{k.ref.rsplit('-', 1)[-1]} live" for k in self.live()) or "pushing"
         line = f"Kaggle: {states} for {_elapsed(elapsed)}"
-        if self.estimate:
-            line += f" (estimate {_elapsed(self.estimate)})"
+        estimate = self.plan.estimate
+        if estimate:
+            line += f" (estimate {_elapsed(estimate)})"
         if waiting:
             line += f"; {waiting} waiting for a GPU session"
         progress = self.streams.latest()
         if progress:
             return f"{line}; {progress}"
-        if self.estimate:
-            line += f"; about {_elapsed(max(0.0, self.estimate - elapsed))} left by the estimate"
+        if estimate:
+            line += f"; about {_elapsed(max(0.0, estimate - elapsed))} left by the estimate"
         if not self.streams.can_stream:
             return f"{line}; progress shows when the kernel ends (kaggle < 2.2.3 cannot stream its log)"
         return line
@@ -607,7 +697,7 @@ def _download_output(ref: str, folder: Path) -> Receipt:
     return receipt
 
 
-def _bring_home(entry, identity, dataset, root: Path, key: str, log: Log) -> Run:
+def _bring_home(entry: RunKernels, identity, dataset, root: Path, key: str, log: Log) -> Run:
     """Unpacks each share's last kernel output (downloaded and verified as it ended), merges the members
     into one run folder and moves it into ensembles/ only when all is well."""
     outputs = _staging(root, key)
@@ -616,12 +706,11 @@ def _bring_home(entry, identity, dataset, root: Path, key: str, log: Log) -> Run
     staging.mkdir()
     try:
         runs = []
-        shares = sorted({k["share"] for k in entry["kernels"]})
-        for share in shares:
-            last = max((k for k in entry["kernels"] if k["share"] == share), key=lambda k: k["part"])
+        for share in sorted({k.share for k in entry.kernels}):
+            last = entry.latest(share)
             folder = staging / f"kernel-{share}"
-            shutil.copytree(outputs / last["ref"].rsplit("/", 1)[-1], folder)
-            runs.append(_unpack(folder, last["ref"]))
+            shutil.copytree(outputs / last.slug, folder)
+            runs.append(_unpack(folder, last.ref))
         run = _merge(runs, staging / runs[0].id, identity, dataset)
         target = root / run.id
         if target.exists():
@@ -687,21 +776,6 @@ def _merge(runs: list[Run], target: Path, identity: dict, dataset: data.Dataset)
 
 # ----------------------------------------------------------------------------------------------
 # The record of pushed kernels
-
-
-def _record(root: Path) -> dict:
-    path = root / RECORD
-    if not path.is_file():
-        return {}
-    try:
-        value = json.loads(path.read_text(encoding="utf-8"))
-        return value if isinstance(value, dict) else {}
-    except (OSError, ValueError):
-        return {}
-
-
-def _save_record(root: Path, record: dict) -> None:
-    storage.write_json(root / RECORD, record)
 
 
 def _installed_run(identity: dict) -> Run | None:

@@ -569,3 +569,28 @@ def test_the_users_side_of_the_kaggle_route_loads_no_keras():
     result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, cwd=ROOT)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "[]"
+
+
+def test_the_kernels_record_round_trips_and_reads_the_older_format(tmp_path):
+    from competition.kernels import Kernel, KernelRecord, State
+
+    record = KernelRecord(tmp_path)
+    assert record.runs == {}  # none yet
+    entry = record.entry("abc", "NvidiaTeslaT4")
+    entry.kernels.append(Kernel("me/k-1", 0, 0, None, State.LIVE, 1.0))
+    entry.kernels.append(Kernel("me/k-1-p2", 0, 1, "me/k-1", State.STOPPED, 2.0, seen_running=True))
+    record.save()
+    again = KernelRecord(tmp_path)
+    assert again.runs == record.runs and again.runs["abc"].latest(0).ref == "me/k-1-p2"
+    assert json.loads((tmp_path / ".kaggle-kernels.json").read_text())["abc"]["kernels"][0]["state"] == "live"
+    # Written before kernels had shares and parts: one live kernel per share.
+    older = {"old": {"accelerator": "NvidiaTeslaT4", "pushed": [{"ref": "me/a", "time": 5.0}, {"ref": "me/b"}]}}
+    (tmp_path / ".kaggle-kernels.json").write_text(json.dumps({**older, "bad": {"kernels": "?"}}))
+    converted = KernelRecord(tmp_path).runs
+    assert list(converted) == ["old"]  # the entry that does not parse is dropped
+    assert [(k.ref, k.share, k.part, k.state) for k in converted["old"].kernels] == [
+        ("me/a", 0, 0, State.LIVE),
+        ("me/b", 1, 0, State.LIVE),
+    ]
+    (tmp_path / ".kaggle-kernels.json").write_text("{not json")
+    assert KernelRecord(tmp_path).runs == {}
