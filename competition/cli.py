@@ -203,18 +203,35 @@ def train(
     Rerunning the same command continues an interrupted run: finished members are kept, a half-trained
     member resumes from its last finished epoch. Uses a GPU when the backend finds one.
     """
+
+    if on == Where.kaggle and members:
+        raise UserError("--members is for training here; --on kaggle trains the whole run")
+    only = [name.strip() for name in members.split(",") if name.strip()] if members else None
+    _train_here_or_on_kaggle(settings, on, accelerator, kernels, fresh, quiet, workers, only)
+
+
+def _train_here_or_on_kaggle(
+    settings: TrainSettings,
+    on: Where,
+    accelerator: str,
+    kernels: int,
+    fresh: bool,
+    quiet: bool,
+    workers: int,
+    only: list[str] | None = None,
+) -> Path:
+    """`train` and `run`'s one branch: here (the backend chosen, then train.train) or on Kaggle's GPUs
+    (nothing of Keras loaded). Returns the run's folder."""
     from competition import backend as backends
 
     if on == Where.kaggle:
-        if members or fresh:
-            raise UserError("--members and --fresh are for training here; --on kaggle trains the whole run")
-        _train_on_kaggle(settings, accelerator, kernels, quiet)
-        return
+        if fresh:
+            raise UserError("--fresh is for training here; --on kaggle re-attaches to or installs the run")
+        return _train_on_kaggle(settings, accelerator, kernels, quiet)
     backends.select(settings.backend)
     from competition import train as training
 
-    only = [name.strip() for name in members.split(",") if name.strip()] if members else None
-    training.train(settings, fresh=fresh, quiet=quiet, workers=workers, only=only)
+    return training.train(settings, fresh=fresh, quiet=quiet, workers=workers, only=only)
 
 
 def _train_on_kaggle(settings: TrainSettings, accelerator: str, kernels: int, quiet: bool) -> Path:
@@ -310,31 +327,12 @@ def predict_images(
     ] = None,
 ) -> None:
     """Read your own digit pictures (any size, colour or polarity, digit anywhere) and predict them."""
-    from rich.table import Table
-
     from competition import backend as backends
 
     backends.select(_run_backend(run))
     from competition import images
-    from competition.progress import console  # imports Keras: only after the backend is chosen
 
-    predictions = images.predict_images(paths, run=run, csv=csv)
-    failed = [p for p in predictions if p.error is not None]
-    if len(failed) == len(predictions):
-        first = failed[0]
-        more = f" (and {len(failed) - 1} more files)" if len(failed) > 1 else ""
-        raise UserError(f"no digit picture could be read: {first.path}: {first.error}{more}")
-    table = Table(title="Predictions")
-    for column in ("file", "label", "probability"):
-        table.add_column(column, justify="left" if column == "file" else "right")
-    for p in predictions:
-        if p.error is None:
-            table.add_row(str(p.path), str(p.label), f"{p.probability:.2%}")
-        else:
-            table.add_row(str(p.path), "[red]error[/]", f"[red]{p.error}[/]")
-    console.print(table)
-    for p in failed:
-        typer.echo(f"skipped {p.path}: {p.error}", err=True)
+    images.show_predictions(images.predict_images(paths, run=run, csv=csv), log=lambda line: typer.echo(line, err=True))
     if csv is not None:
         typer.echo(f"Wrote {csv}")
 
@@ -362,32 +360,8 @@ def submit(
 def submissions() -> None:
     """Show the ledger (CV accuracy and expected score of each submitted run) beside Kaggle's public scores."""
     from competition import submission
-    from competition.expected import PUBLIC_ROWS, public_noise
 
-    ledger = submission.show_submissions(log=typer.echo)
-    if ledger.empty:
-        typer.echo(
-            "No submissions recorded yet: `kaggle-mnist submit` records them in submissions/ledger.csv."
-        )
-        return
-    columns = [
-        "time",
-        "run_id",
-        "cv_accuracy",
-        "expected_accuracy",
-        "public_score",
-        "status",
-        "ref",
-        "message",
-    ]
-    typer.echo(ledger[columns].to_string(index=False))
-    scores = [float(s) for s in ledger["public_score"] if s.replace(".", "", 1).isdigit()]
-    if scores:
-        noise = public_noise(max(scores))
-        typer.echo(
-            f"The public score is measured on about {PUBLIC_ROWS:,} test rows: one standard error is "
-            f"{noise:.2%} at {max(scores):.2%}, so scores closer than about {2 * noise:.2%} are not told apart."
-        )
+    submission.show_submissions(log=typer.echo)
 
 
 @app.command("run")
@@ -423,15 +397,9 @@ def run_all(
     if on == Where.kaggle and fresh:
         raise UserError("--fresh is for training here; --on kaggle re-attaches to or installs the run")
     data.fetch(source=source, log=typer.echo)
-    if on == Where.kaggle:
-        run_dir = _train_on_kaggle(settings, accelerator, kernels, quiet)
-        if tta:
-            backends.select(settings.backend)
-    else:
-        backends.select(settings.backend)
-        from competition import train as training
-
-        run_dir = training.train(settings, fresh=fresh, quiet=quiet, workers=workers)
+    run_dir = _train_here_or_on_kaggle(settings, on, accelerator, kernels, fresh, quiet, workers)
+    if tta:
+        backends.select(settings.backend)  # TTA runs the models (after --on kaggle, Keras is not loaded yet)
     from competition import predict as predicting
     from competition import submission
 

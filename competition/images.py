@@ -138,3 +138,28 @@ def _grayscale(image: Image.Image) -> np.ndarray:
         paper = 255.0 if visible.size == 0 or visible.mean() < 128 else 0.0  # dark ink: light paper
         return luminance * alpha + paper * (1 - alpha)
     return np.asarray(image.convert("L"), dtype=np.float64)
+
+
+def show_predictions(predictions: list[Prediction], log: Callable[[str], None] = print) -> None:
+    """The predictions as a table on the console, each unreadable file in a line of its own; refuses
+    (one line) when not one picture could be read."""
+    from rich.table import Table
+
+    from competition.progress import console
+
+    failed = [p for p in predictions if p.error is not None]
+    if len(failed) == len(predictions):
+        first = failed[0]
+        more = f" (and {len(failed) - 1} more files)" if len(failed) > 1 else ""
+        raise UserError(f"no digit picture could be read: {first.path}: {first.error}{more}")
+    table = Table(title="Predictions")
+    for column in ("file", "label", "probability"):
+        table.add_column(column, justify="left" if column == "file" else "right")
+    for p in predictions:
+        if p.error is None:
+            table.add_row(str(p.path), str(p.label), f"{p.probability:.2%}")
+        else:
+            table.add_row(str(p.path), "[red]error[/]", f"[red]{p.error}[/]")
+    console.print(table)
+    for p in failed:
+        log(f"skipped {p.path}: {p.error}")

@@ -17,6 +17,7 @@ import pandas as pd
 
 from competition import locks, paths, storage
 from competition.errors import UserError
+from competition.expected import PUBLIC_ROWS, public_noise
 
 HEADER = ["ImageId", "Label"]
 LEDGER_COLUMNS = [
@@ -265,7 +266,26 @@ def _wait_for_score(entry: dict, log, poll_seconds: float, max_wait_seconds: flo
 
 
 def show_submissions(log=print) -> pd.DataFrame:
-    """The ledger beside what the API says now, so CV and leaderboard sit side by side."""
+    """The ledger beside what the API says now, so CV and leaderboard sit side by side, shown with how
+    far apart two public scores must be to be told apart; returns it."""
+    ledger = _ledger_with_scores()
+    if ledger.empty:
+        log("No submissions recorded yet: `kaggle-mnist submit` records them in submissions/ledger.csv.")
+        return ledger
+    columns = ["time", "run_id", "cv_accuracy", "expected_accuracy", "public_score", "status", "ref", "message"]
+    log(ledger[columns].to_string(index=False))
+    scores = [float(s) for s in ledger["public_score"] if s.replace(".", "", 1).isdigit()]
+    if scores:
+        noise = public_noise(max(scores))
+        log(
+            f"The public score is measured on about {PUBLIC_ROWS:,} test rows: one standard error is "
+            f"{noise:.2%} at {max(scores):.2%}, so scores closer than about {2 * noise:.2%} are not told apart."
+        )
+    return ledger
+
+
+def _ledger_with_scores() -> pd.DataFrame:
+    """The ledger, each row's status and public score refreshed from the API (and recorded)."""
     from competition import kaggle_api
 
     ledger = read_ledger()
