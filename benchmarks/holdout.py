@@ -170,7 +170,7 @@ def compare(names: list[str]) -> None:
     for name in names:
         found = sorted((k, e) for k, e in latest.items() if k[0] == name)
         scores = [e["holdout_accuracy"] for _, e in found]
-        cvs = [e["cv_accuracy"] for _, e in found]
+        cvs = [e.get("cv_accuracy", e.get("fold_accuracy")) for _, e in found]  # a member: its fold
         per_seed = ", ".join(f"seed {k[2]}: {e['holdout_accuracy']:.3%}" for k, e in found)
         print(
             f"{name}: held out {statistics.mean(scores):.3%} ({per_seed}); CV {statistics.mean(cvs):.3%}; "

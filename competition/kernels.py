@@ -39,8 +39,7 @@ from pathlib import Path
 from competition import data, kaggle_api, locks, paths, storage
 from competition.errors import UserError
 from competition.kernel_job import ARCHIVE, RECEIPT, STOP_MARGIN_SECONDS, Receipt, extract
-from competition.runs import DamagedFile, Run, member_name, run_rows, same_run
-from competition.runs import identity as run_identity
+from competition.runs import MEMBER_LABEL, DamagedFile, Run, make_identity, member_name, run_rows, same_run
 from competition.settings import TrainSettings
 
 RECORD = ".kaggle-kernels.json"
@@ -192,7 +191,7 @@ def train_on_kaggle(
     )
     dataset = data.load(log=log)  # the run is checked against this data when it comes back
     expected = settings.resolved(gpu=True)
-    identity = run_identity(expected, dataset)
+    identity = make_identity(expected, dataset)
     # Not from the cached arrays' checksums: the key names the kernels recorded for this command.
     keyed = {k: identity[k] for k in ("settings", "train_sha256", "test_sha256")}
     key = hashlib.sha256(
@@ -555,7 +554,7 @@ class _LogStreams:
                         return
                     for line in str(event.get("data", "")).splitlines():
                         # train's plain progress lines (share done, time left), or a finished member's.
-                        if re.search(r"^progress: \d+% done|member \d+/\d+", line.strip()):
+                        if line.strip().startswith("progress: ") or MEMBER_LABEL.search(line):
                             self.lines[ref] = line.strip()
                 return  # the stream ended with the session
             except Exception:  # a dropped connection: try again shortly; progress is only a nicety

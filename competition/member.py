@@ -23,7 +23,7 @@ from competition.model import build_model
 from competition.model import load as load_model
 from competition.progress import RunProgress
 from competition.resume import EpochBatches, EpochSeeds, ExactBackup, Rows, feed, predict_rows
-from competition.runs import MEMBER_FILES, Run, RunRows, checksums
+from competition.runs import MEMBER_FILES, Run, RunRows, checksums, member_done_line, member_label
 from competition.settings import TrainSettings
 
 PREDICT_BATCH = 1024  # inference has no gradients to hold: big batches are free speed
@@ -155,11 +155,9 @@ def train_members(run: Run, members, rows: RunRows, folds: np.ndarray, progress:
     """`members` of `run` one after the other in this process."""
     settings = run.settings
     for member in members:
-        fold, seed_index = member
-        number = settings.members.index(member) + 1
-        label = f"member {number}/{len(settings.members)} (fold {fold}, seed {seed_index})"
+        label = member_label(settings, member)
         result = train_member(run, member, rows, folds, progress, label)
-        progress.log(f"{label}: val acc {result['val_accuracy']:.4%} in {result['seconds']:.0f} s")
+        progress.log(member_done_line(label, result))
 
 
 # ----------------------------------------------------------------------------------------------

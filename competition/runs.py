@@ -21,6 +21,7 @@ from __future__ import annotations
 import csv
 import functools
 import json
+import re
 import shutil
 import subprocess
 import time
@@ -45,6 +46,21 @@ BACKUP_MARGIN_BYTES = 16 << 20  # a member's two 4 MB epoch backups during a swa
 
 def member_name(fold: int, seed_index: int) -> str:
     return f"f{fold}-s{seed_index}"
+
+
+# How progress names a member ("member 3/10 (fold 2, seed 0)"), and the pattern that finds that name in
+# a log line: kernels.py reads a kernel's progress from its streamed log by it.
+MEMBER_LABEL = re.compile(r"member \d+/\d+")
+
+
+def member_label(settings: TrainSettings, member: tuple[int, int]) -> str:
+    fold, seed_index = member
+    return f"member {settings.members.index(member) + 1}/{len(settings.members)} (fold {fold}, seed {seed_index})"
+
+
+def member_done_line(label: str, info: dict) -> str:
+    """The line progress prints as a member finishes, wherever it trained."""
+    return f"{label}: val acc {info['val_accuracy']:.4%} in {info['seconds']:.0f} s"
 
 
 class DamagedFile(UserError):
@@ -125,7 +141,8 @@ class Run:
         return self.dir.name
 
     @functools.cached_property
-    def config(self) -> dict:
+    def saved_identity(self) -> dict:
+        """config.json as `identity()` reads it, read once."""
         return self.identity()
 
     def identity(self) -> dict:
@@ -146,7 +163,7 @@ class Run:
 
     @functools.cached_property
     def settings(self) -> TrainSettings:
-        return TrainSettings.from_dict(self.config["settings"])
+        return TrainSettings.from_dict(self.saved_identity["settings"])
 
     @property
     def backend(self) -> str:
@@ -465,7 +482,7 @@ def verify(path: Path, expected_sha256: str | None, repair: str) -> None:
         raise DamagedFile(path, f"is damaged ({type(exc).__name__})", repair) from None
 
 
-def identity(settings: TrainSettings, dataset) -> dict:
+def make_identity(settings: TrainSettings, dataset) -> dict:
     """What makes a run the same run: its (resolved) settings and the data it trains on. config.json
     holds it; the same command finds its unfinished run by it, and a run trained on Kaggle is checked
     against it when it comes home."""
@@ -586,7 +603,11 @@ __all__ = [
     "RunRows",
     "run_rows",
     "holdout_split",
-    "identity",
+    "make_identity",
+    "make_folds",
+    "member_label",
+    "member_done_line",
+    "MEMBER_LABEL",
     "same_run",
     "create",
     "check_free_space",

@@ -55,7 +55,7 @@ def train(
         side_by_side = worker.cpu_workers(settings, len(settings.members), train_rows)
         settings = dataclasses.replace(settings, cpu_threads=max(1, backend.cpu_cores() // side_by_side))
     member.configure_device(settings, gpus)
-    identity = runs.identity(settings, dataset)
+    identity = runs.make_identity(settings, dataset)
     unknown = sorted(set(only or []) - {member_name(*m) for m in settings.members})
     if unknown:
         raise UserError(

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from competition import backend, data, paths, storage
 from competition.errors import SessionDeadline, UserError
-from competition.runs import Run, member_name
+from competition.runs import Run, member_done_line, member_label, member_name
 from competition.settings import TrainSettings
 
 # The exit code when the parent is gone: as if it had passed on a SIGTERM.
@@ -77,11 +77,7 @@ def spawn(run: Run, todo, workers: int, gpus: list[str], steps_per_epoch: int, p
             for m in todo:
                 if m not in reported and run.member_done(*m):
                     reported.add(m)
-                    result = run.member_info(*m)
-                    progress.log(
-                        f"member {settings.members.index(m) + 1}/{len(settings.members)} (fold {m[0]}, "
-                        f"seed {m[1]}): val acc {result['val_accuracy']:.4%} in {result['seconds']:.0f} s"
-                    )
+                    progress.log(member_done_line(member_label(settings, m), run.member_info(*m)))
             stopped |= {w for w, p, _ in procs if p.poll() == DEADLINE_EXIT}
             failed = [(w, p, log) for w, p, log in procs if p.poll() not in (None, 0, DEADLINE_EXIT)]
             if failed:
@@ -126,7 +122,7 @@ def work(run_dir: Path, names: list[str]) -> None:
 
     run = Run(Path(run_dir))
     dataset = data.load()
-    if dataset.arrays_sha256 != run.config.get("arrays_sha256"):
+    if dataset.arrays_sha256 != run.saved_identity.get("arrays_sha256"):
         raise UserError(f"the data changed since {run.id} started: run `{run.train_command()}` again")
     member.configure_device(run.settings, backend.gpus())
     members = [m for m in run.members if member_name(*m) in names]

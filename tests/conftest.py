@@ -61,8 +61,9 @@ def workspace(tmp_path, monkeypatch) -> Iterator[Path]:
     kaggle_api.reset_client()
 
 
-def run_cli(*args: str, cwd: Path, env: dict[str, str] | None = None, timeout: float = 240) -> Result:
-    """The real command line in a fresh process, as a user would run it."""
+def cli_env(env: dict[str, str] | None = None) -> dict[str, str]:
+    """The environment every CLI process of the tests gets: this one without the user's Kaggle settings,
+    this checkout on the path, TensorFlow quiet, a wide console; then `env` on top."""
     full_env = {k: v for k, v in os.environ.items() if not k.startswith("KAGGLE")}
     full_env.update(
         {
@@ -73,10 +74,16 @@ def run_cli(*args: str, cwd: Path, env: dict[str, str] | None = None, timeout: f
         }
     )
     full_env.update(env or {})
+    return full_env
+
+
+def run_cli(*args: str, cwd: Path, env: dict[str, str] | None = None, timeout: float = 240) -> Result:
+    """The real command line in a fresh process, as a user would run it (with a fast clock for the
+    retries' sleeps: cli_runner.py)."""
     proc = subprocess.run(
         [sys.executable, str(ROOT / "tests" / "cli_runner.py"), *args],
         cwd=cwd,
-        env=full_env,
+        env=cli_env(env),
         capture_output=True,
         text=True,
         timeout=timeout,
@@ -85,14 +92,14 @@ def run_cli(*args: str, cwd: Path, env: dict[str, str] | None = None, timeout: f
     return Result(proc.returncode, proc.stdout, proc.stderr)
 
 
-def start_cli(args: list[str], cwd: Path, env: dict[str, str]) -> subprocess.Popen:
+def start_cli(args: list[str], cwd: Path, env: dict[str, str] | None = None) -> subprocess.Popen:
     """A CLI process to interrupt with SIGINT, as Ctrl-C does. A shell's background jobs ignore SIGINT,
     and children inherit that (CI launched that way would never see the signal): this one gets the
     default."""
     return subprocess.Popen(
         [sys.executable, "-m", "competition", *args],
         cwd=cwd,
-        env=env,
+        env=cli_env(env),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -168,19 +175,10 @@ def member_files(run_dir: Path) -> dict[str, int]:
     }
 
 
-def rerun_continues(args: list[str], cwd: Path, env: dict[str, str]) -> None:
+def rerun_continues(args: list[str], cwd: Path, env: dict[str, str] | None = None) -> None:
     """The same `kaggle-mnist` command again, as the user is told to: it continues the run and ends."""
-    rerun = subprocess.run(
-        [sys.executable, "-m", "competition", *args],
-        cwd=cwd,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert rerun.returncode == 0 and "Continuing the unfinished run" in rerun.stdout, (
-        rerun.stdout + rerun.stderr
-    )
+    rerun = run_cli(*args, cwd=cwd, env=env, timeout=300)
+    assert rerun.returncode == 0 and "Continuing the unfinished run" in rerun.stdout, rerun.output
 
 
 @pytest.fixture(autouse=True)

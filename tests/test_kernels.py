@@ -89,9 +89,7 @@ def test_train_on_kaggle_pushes_once_and_installs_a_run_predict_uses(workspace, 
 
 def test_interrupting_the_wait_detaches_and_the_same_command_reattaches(workspace, kaggle, env):
     kaggle.state.kernel_queue_seconds = 4.0
-    full_env = {**{k: v for k, v in os.environ.items() if not k.startswith("KAGGLE")}, **env}
-    full_env["PYTHONPATH"] = str(ROOT)
-    proc = start_cli(["train", "--on", "kaggle", *QUICK], cwd=workspace, env=full_env)
+    proc = start_cli(["train", "--on", "kaggle", *QUICK], cwd=workspace, env=env)
     record = workspace / "ensembles" / ".kaggle-kernels.json"
     deadline = time.monotonic() + 60
     while not (record.is_file() and "ref" in record.read_text()) and time.monotonic() < deadline:
