@@ -6,7 +6,7 @@ rows, its submission's predictor scored on those rows (`kaggle-mnist run --holdo
     python benchmarks/holdout.py --compare default tta
     python benchmarks/holdout.py --curve --name default --holdout 8400 --holdout-seeds 0 1
     python benchmarks/holdout.py --member --name epochs40 --holdout-seeds 0 -- --epochs 40
-    python benchmarks/holdout.py --mix default resnet --holdout-seeds 0 1
+    python benchmarks/holdout.py --mix default bncnn-w1.5 --holdout-seeds 0 1
 
 `--member` screens a lever on one member instead of a whole run: `kaggle-mnist train --members f0-s0`
 with the options after `--`, scored on the same held-out rows; `--curve` gives the default run's ten

@@ -154,40 +154,6 @@ def bncnn(x, dropout_rate: float, width: float):
     return Dropout(dropout_rate)(x)
 
 
-def residual_block(x, filters: int, strides: int):
-    """Two 3x3 convolutions beside an identity (or, where the shape changes, a 1x1 projection), added
-    before the last ReLU: He et al.'s basic block, as ttdoucet/mnist's stages use it."""
-    shortcut = x
-    y = conv_bn_relu(x, filters, 3, strides=strides, padding="same")
-    y = Conv2D(filters, 3, padding="same", use_bias=False)(y)
-    y = BatchNorm(momentum=0.9)(y)
-    if strides != 1 or x.shape[-1] != filters:
-        shortcut = Conv2D(filters, 1, strides=strides, use_bias=False)(x)
-        shortcut = BatchNorm(momentum=0.9)(shortcut)
-    return layers.ReLU()(layers.Add()([y, shortcut]))
-
-
-def resnet(x, dropout_rate: float, width: float):
-    """A small residual network in the manner of ttdoucet/mnist (single nets at 99.7-99.8% on MNIST's test
-    set): three stages at 28x28, 14x14 and 7x7 of 32, 64 and 128 channels (ttdoucet's are 128-512, far
-    beyond a CPU member's budget), then global average pooling. About 2.5x bncnn's multiply-adds."""
-    x = conv_bn_relu(x, scaled(32, width), 3, padding="same")
-    for stage, filters in enumerate((32, 64, 128)):
-        x = residual_block(x, scaled(filters, width), strides=1 if stage == 0 else 2)
-    x = layers.GlobalAveragePooling2D()(x)
-    return Dropout(dropout_rate)(x)
-
-
-def m3(x, dropout_rate: float, width: float):
-    """An et al. 2020's M3: ten 3x3 BN-ReLU convolutions without padding or pooling (28x28 down to 8x8),
-    32 to 176 channels, straight into the classifier (99.70% alone on MNIST's test set, mean of 30 runs,
-    at 150 epochs). At full width it costs about 11x bncnn's multiply-adds; `--width 0.5` about 3x."""
-    for layer in range(10):
-        x = conv_bn_relu(x, scaled(32 + 16 * layer, width), 3)
-    x = layers.Flatten()(x)
-    return Dropout(dropout_rate)(x)
-
-
 def lenet(x, dropout_rate: float, width: float):
     """The tutorial CNN most public notebooks use (about 99.3-99.5% alone)."""
     for filters, kernel in ((32, 5), (64, 3)):
@@ -207,7 +173,10 @@ def mlp(x, dropout_rate: float, width: float):
     return layers.Dense(scaled(100, width), activation="relu")(x)
 
 
-ARCHITECTURES: dict[str, Callable] = {"bncnn": bncnn, "resnet": resnet, "m3": m3, "lenet": lenet, "mlp": mlp}
+# A small residual network (ttdoucet/mnist's design at 32-128 channels) and An et al.'s M3 at half width
+# were screened as members and did not pay for their cost (benchmarks/README.md, "What a member costs
+# and buys"); they are in git at 85d9cee.
+ARCHITECTURES: dict[str, Callable] = {"bncnn": bncnn, "lenet": lenet, "mlp": mlp}
 
 
 @keras.saving.register_keras_serializable(package="kaggle_mnist")

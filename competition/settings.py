@@ -12,7 +12,7 @@ class Choice(enum.StrEnum):
     """A fixed choice: Typer lists the values in --help and refuses others before anything is loaded."""
 
 
-Arch = Choice("Arch", {name: name for name in ("bncnn", "resnet", "m3", "lenet", "mlp")})
+Arch = Choice("Arch", {name: name for name in ("bncnn", "lenet", "mlp")})
 Backend = Choice("Backend", {name: name for name in ("tensorflow", "jax")})
 Precision = Choice("Precision", {name: name for name in ("auto", "float32", "mixed", "bfloat16")})
 Schedule = Choice("Schedule", {name: name for name in ("exponential", "plateau", "cosine")})
@@ -229,8 +229,7 @@ OPTIONS: dict[str, Flag] = {
     ),
     "arch": Flag(
         "--arch",
-        "Network: bncnn (the 2018 recipe), resnet (three residual stages, global pooling), m3 (ten 3x3 "
-        "convolutions, no pooling), lenet or mlp (tutorial baselines).",
+        "Network: bncnn (the 2018 recipe), lenet or mlp (tutorial baselines).",
     ),
     "width": Flag("--width", "Channels of every convolution times this (cost grows as its square)."),
     "learning_rate": Flag(

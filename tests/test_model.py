@@ -107,7 +107,7 @@ def test_elastic_distortion_bends_each_image_its_own_way_and_keeps_its_place():
 
 
 @pytest.mark.parametrize(
-    ("arch", "width", "mflop"), [("bncnn", 1.0, 91.0), ("bncnn", 2.0, 361.6), ("resnet", 1.0, 222.9), ("m3", 0.5, 260.5)]
+    ("arch", "width", "mflop"), [("bncnn", 1.0, 91.0), ("bncnn", 1.5, 203.8), ("bncnn", 2.0, 361.6), ("lenet", 1.0, 194.0)]
 )
 def test_every_network_trains_and_prices_itself(arch, width, mflop):
     """Each network builds from the settings, takes a training step on uint8 digits, predicts
