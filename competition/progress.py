@@ -73,6 +73,10 @@ def time_left(
     return None
 
 
+PLAIN_FIRST = 5.0  # seconds: the first plain line after the start one, so a short run shows its pace
+PLAIN_EVERY = 30.0  # seconds between plain lines once the run is under way
+
+
 class PlainLines:
     """Progress for output that is not a terminal, where a live bar cannot redraw itself: a line as
     training starts, then one a few seconds in and every `PLAIN_EVERY` seconds, each with the share
@@ -103,10 +107,6 @@ class PlainLines:
         share = self.completed / self.total if self.total else 0.0
         doing = f" ({self.description})" if self.description else ""
         self.write(f"progress: {share:.0%} done, {duration(elapsed)} elapsed, {left_text}{doing}")
-
-
-PLAIN_FIRST = 5.0  # seconds: the first plain line after the start one, so a short run shows its pace
-PLAIN_EVERY = 30.0  # seconds between plain lines once the run is under way
 
 
 class RunProgress:
