@@ -78,7 +78,9 @@ def run_in_kernel(
         os.environ[member.DEADLINE_VARIABLE] = str(session_ends - margin)
 
     try:
-        run_dir, finished = train.train(settings, quiet=True, only=members), True
+        # Not quiet: the kernel's log is no terminal, so train prints plain progress lines (share done,
+        # time left) that `--on kaggle` reads from the live log into its status line.
+        run_dir, finished = train.train(settings, quiet=False, only=members), True
     except SessionDeadline as stop:
         run_dir, finished = stop.run_dir, False
     run = Run(run_dir)
