@@ -359,6 +359,8 @@ def test_progress_comes_from_the_live_log_where_the_client_streams_it(workspace,
     status = [line for line in result.stdout.splitlines() if line.startswith("Kaggle: ")]
     if KAGGLE_CLIENT >= (2, 2, 3):  # the first client with a log stream
         assert any("member 1/2" in line for line in status), status
+        # The kernel's own plain progress lines: its share done and time left.
+        assert any("progress: " in line and "% done" in line for line in status), status
     else:
         assert status and all("progress shows when the kernel ends" in line for line in status), status
 
