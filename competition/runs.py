@@ -289,8 +289,7 @@ class Run:
             problem = damage.message.split(":")[0]
         expected = read_json(self.dir / "manifest.json", self._retrain_hint()).get("folds_sha256")
         with storage.atomic_path(self.dir / "folds.npy") as tmp:
-            with open(tmp, "wb") as handle:  # as storage.save_npy writes it, so the bytes compare
-                np.save(handle, np.ascontiguousarray(make_folds(labels, self.settings)))
+            storage.npy_writer(make_folds(labels, self.settings))(tmp)
             if expected is None or storage.sha256_file(tmp) != expected:
                 raise UserError(
                     f"{problem}, and the folds rebuilt from the run's settings and data do not match the "

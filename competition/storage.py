@@ -57,12 +57,19 @@ def read_json(path: Path) -> Any:
     return json.loads(Path(path).read_text(encoding="utf-8"))
 
 
-def save_npy(path: Path, array: np.ndarray) -> Path:
+def npy_writer(array: np.ndarray) -> Callable[[Path], None]:
+    """Writes `array` to a given path in .npy format, the same bytes for the same array (so a file can
+    be rebuilt and checked against a recorded sha256)."""
+
     def writer(tmp: Path) -> None:
         with open(tmp, "wb") as handle:
             np.save(handle, np.ascontiguousarray(array))
 
-    return write_atomic(path, writer)
+    return writer
+
+
+def save_npy(path: Path, array: np.ndarray) -> Path:
+    return write_atomic(path, npy_writer(array))
 
 
 def ensure_free_space(folder: Path, needed_bytes: int) -> None:
