@@ -12,7 +12,7 @@ from importlib.metadata import version
 
 import pytest
 
-from competition import data
+from competition import data, kernels
 from competition.settings import RECIPES, TrainSettings
 from tests import digits
 from tests.conftest import ROOT, assert_clean_failure, run_cli, start_cli
@@ -350,19 +350,48 @@ def test_a_stalled_output_download_ends_in_one_line_and_the_rerun_fetches_it(wor
 
 
 def test_progress_comes_from_the_live_log_where_the_client_streams_it(workspace, kaggle, env):
-    kaggle.state.replay_pace = 0.1  # the kernel runs, its log growing, while the command follows it
+    # The kernel runs, its log growing, while the command follows it. Half a second a line: the last
+    # member's line stays the latest for ~10 s, so a poll sees it even on a loaded machine (at 0.1 s a
+    # line the whole replay took 3 s, and a slow first connection missed all of it).
+    kaggle.state.replay_pace = 0.5
     result = run_cli("train", "--on", "kaggle", *QUICK, cwd=workspace, env=env, timeout=600)
     assert result.returncode == 0, result.output
     assert "Estimated GPU time: about" in result.stdout and "assumed rate" in result.stdout
     # The stored log is empty until the session ends (as on Kaggle), so a "member i/n" line in the
-    # status can only have come from the live stream (kaggle >= 2.2.3).
+    # status can only have come from the live stream (kaggle >= 2.2.3). Which lines are taken from the
+    # stream is checked without timing in test_the_log_stream_keeps_the_latest_progress_or_member_line.
     status = [line for line in result.stdout.splitlines() if line.startswith("Kaggle: ")]
     if KAGGLE_CLIENT >= (2, 2, 3):  # the first client with a log stream
-        assert any("member 1/2" in line for line in status), status
-        # The kernel's own plain progress lines: its share done and time left.
-        assert any("progress: " in line and "% done" in line for line in status), status
+        assert any(re.search(r"member \d/2 \(fold", line) for line in status), status
+        # The kernel prints train's plain progress lines (its share done), which the stream carries.
+        (kernel,) = kaggle.state.kernels.values()
+        assert any(line.startswith("progress: ") and "% done" in line for line in kernel["log"])
     else:
         assert status and all("progress shows when the kernel ends" in line for line in status), status
+
+
+def test_the_log_stream_keeps_the_latest_progress_or_member_line():
+    log = [
+        "Training 2 members into",
+        "progress: 0% done, 0 s elapsed, time left: after the first steps",
+        "member 1/2 (fold 0, seed 0): val acc 99.1000% in 4 s",
+        "progress: 75% done, 8 s elapsed, about 3 s left",
+        "Epoch 2/2",
+    ]
+
+    class Api:  # the client's stream: server-sent events, one per log line
+        def kernels_logs_stream(self, ref):
+            yield from ({"data": line + "\n"} for line in log[: self.upto])
+
+    api = Api()
+    streams = kernels._LogStreams(api)
+    assert streams.can_stream and streams.latest() == ""
+    seen = []
+    for upto in range(1, len(log) + 1):
+        api.upto = upto
+        streams._read("me/kernel")  # what the background thread does, here in step
+        seen.append(streams.latest())
+    assert seen == ["", log[1], log[2], log[3], log[3]]
 
 
 def test_a_kernel_stopped_by_the_session_limit_continues_and_matches_an_uninterrupted_run(
