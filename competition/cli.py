@@ -20,11 +20,11 @@ except ModuleNotFoundError:  # typer <= 0.24 (Kaggle's image) raises click's own
     from click.exceptions import Abort
     from click.exceptions import ClickException as TyperException
 
+from competition import environ
 from competition.errors import UserError
 from competition.settings import CHOICES, OPTIONS, RECIPES, Choice, Recipe, TrainSettings
 
 DEFAULTS = TrainSettings()
-DEBUG_VARIABLE = "KAGGLE_MNIST_DEBUG"
 DEFAULT_ACCELERATOR = "NvidiaTeslaT4"  # kernels.DEFAULT_ACCELERATOR; a test checks they agree
 WEIGHTS_HELP = (
     "mean (plain average of the members) or oof (blend weights from greedy selection, fitted fold by fold "
@@ -142,7 +142,7 @@ def _root(
         bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit.")
     ] = False,
     debug: Annotated[
-        bool, typer.Option("--debug", help=f"Show the traceback behind an error (or set {DEBUG_VARIABLE}=1).")
+        bool, typer.Option("--debug", help=f"Show the traceback behind an error (or set {environ.DEBUG}=1).")
     ] = False,
 ) -> None:
     """Top honest scores on Kaggle's digit-recognizer.
@@ -151,7 +151,7 @@ def _root(
     submissions/ and submission.csv.
     """
     if debug:
-        os.environ[DEBUG_VARIABLE] = "1"
+        os.environ[environ.DEBUG] = "1"  # for the worker processes too
 
 
 @app.command()
@@ -504,7 +504,7 @@ def _bug(exc: BaseException) -> None:
     """A real bug: still one line, but say it is ours and how to report it; the traceback on request."""
     typer.echo(
         f"error: unexpected {type(exc).__name__}: {exc} (this is a bug in kaggle-mnist; please report it "
-        f"with the command you ran and the traceback that {DEBUG_VARIABLE}=1 shows)",
+        f"with the command you ran and the traceback that {environ.DEBUG}=1 shows)",
         err=True,
     )
     _traceback_if_debugging()
@@ -512,5 +512,5 @@ def _bug(exc: BaseException) -> None:
 
 
 def _traceback_if_debugging() -> None:
-    if os.environ.get(DEBUG_VARIABLE, "") not in ("", "0"):
+    if environ.debugging():
         traceback.print_exc()

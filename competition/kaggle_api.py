@@ -18,7 +18,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
-from competition import COMPETITION, paths
+from competition import COMPETITION, environ, paths
 from competition.errors import UserError
 
 T = TypeVar("T")
@@ -33,8 +33,6 @@ COMPETITION_MISSING = (
     f"competition '{COMPETITION}'",
     f"check the name, and that you joined it at {RULES_URL}",
 )
-# No byte in this long means the connection is dead; the client itself sets no timeout on API calls.
-STALL_SECONDS = float(os.environ.get("KAGGLE_MNIST_NETWORK_TIMEOUT", "60"))
 
 
 def download_competition(folder: Path, competition: str = COMPETITION) -> Path:
@@ -117,7 +115,8 @@ def kernel_output(ref: str, folder: Path, names: tuple[str, ...], missing: tuple
 
         def fetch(url=url, target=folder / name) -> None:
             partial = target.with_name(target.name + ".part")
-            with requests.get(url, stream=True, timeout=(STALL_SECONDS, STALL_SECONDS)) as response:
+            stall = environ.network_timeout()
+            with requests.get(url, stream=True, timeout=(stall, stall)) as response:
                 response.raise_for_status()
                 with open(partial, "wb") as out:
                     for chunk in response.iter_content(1 << 20):
@@ -280,12 +279,14 @@ def _with_retries(call: Callable[[], T], action: str, missing: tuple[str, str] |
 
 
 def _watched(call: Callable[[], T], progress: Callable[[], int] | None = None) -> T:
-    """Runs `call` in a daemon thread; gives up once nothing has moved for STALL_SECONDS.
+    """Runs `call` in a daemon thread; gives up once nothing has moved for
+KAGGLE_MNIST_NETWORK_TIMEOUT seconds (60).
 
     requests is given no timeout by the kaggle client, so a server that accepts the connection and
     never answers would hang the command forever. `progress` (bytes on disk) counts as movement.
     """
     outcome: dict[str, Any] = {}
+    stall = environ.network_timeout()
 
     def run() -> None:
         try:
@@ -301,8 +302,8 @@ def _watched(call: Callable[[], T], progress: Callable[[], int] | None = None) -
         seen = progress() if progress else 0
         if seen != last_seen:
             last_seen, last_move = seen, time.monotonic()
-        elif time.monotonic() - last_move > STALL_SECONDS:
-            raise TimeoutError(f"no answer from Kaggle for {STALL_SECONDS:.0f} s")
+        elif time.monotonic() - last_move > stall:
+            raise TimeoutError(f"no answer from Kaggle for {stall:.0f} s")
     if "error" in outcome:
         raise outcome["error"]
     return outcome["value"]

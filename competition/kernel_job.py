@@ -18,7 +18,7 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from competition import data, paths, storage
+from competition import data, environ, paths, storage
 from competition.errors import SessionDeadline, UserError
 from competition.runs import Run, member_name
 from competition.settings import TrainSettings
@@ -70,12 +70,12 @@ def run_in_kernel(
     data.fetch(log=_print)
     continue_from_input()
     backend.select(settings.backend)
-    from competition import member, train
+    from competition import train
 
     if session_ends is not None:
         margin = min(STOP_MARGIN_SECONDS, (session_ends - time.time()) / 10)
         # An environment variable, so the worker processes (one per GPU) see it too.
-        os.environ[member.DEADLINE_VARIABLE] = str(session_ends - margin)
+        os.environ[environ.DEADLINE] = str(session_ends - margin)
 
     try:
         # Not quiet: the kernel's log is no terminal, so train prints plain progress lines (share done,

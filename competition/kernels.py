@@ -36,7 +36,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from competition import data, kaggle_api, locks, paths, storage
+from competition import data, environ, kaggle_api, locks, paths, storage
 from competition.errors import UserError
 from competition.kernel_job import ARCHIVE, RECEIPT, STOP_MARGIN_SECONDS, Receipt, extract
 from competition.runs import MEMBER_LABEL, DamagedFile, Run, make_identity, member_name, run_rows, same_run
@@ -68,15 +68,13 @@ GPU_SESSIONS = 2
 # Kaggle ends a session after 12 hours (GPU sessions may be given less): a kernel stops training this
 # long before its end, keeps what it finished and the half-trained member's backup as output, and a
 # new kernel continues from there. KAGGLE_MNIST_SESSION_SECONDS sets a shorter limit (for an account
-# with one, and for tests).
-SESSION_SECONDS = float(os.environ.get("KAGGLE_MNIST_SESSION_SECONDS", str(12 * 3600)))
+# with one, and for tests): environ.session_seconds().
 WEEKLY_GPU_HOURS = 30
 # What the script imports besides this package; all in Kaggle's Python image (checked when it starts).
 KERNEL_NEEDS = ("keras", "numpy", "pandas", "sklearn", "filelock", "rich", "matplotlib", "PIL")
 TERMINAL = {"COMPLETE", "ERROR", "CANCEL_ACKNOWLEDGED"}
 # Right after a push, the status can still be the previous version's: a terminal state counts only
-# once this version was seen queued or running, or after this long.
-STALE_SECONDS = float(os.environ.get("KAGGLE_MNIST_KERNEL_STALE", "120"))
+# once this version was seen queued or running, or after KAGGLE_MNIST_KERNEL_STALE seconds (120).
 Log = Callable[[str], None]
 
 
@@ -97,11 +95,14 @@ def package_zip() -> bytes:
 
 
 def kernel_script(
-    settings: TrainSettings, members: list[str] | None = None, session_seconds: float = SESSION_SECONDS
+    settings: TrainSettings, members: list[str] | None = None, session_seconds: float | None = None
 ) -> str:
     """The script a kernel runs, also what a user can paste into a Kaggle notebook cell by hand (with
     the competition added as input and a GPU accelerator chosen). It stops training in time for a
-    session of `session_seconds`, and continues a stopped run it finds in its input."""
+    session of `session_seconds` (default: KAGGLE_MNIST_SESSION_SECONDS, else 12 h), and continues a
+    stopped run it finds in its input."""
+    if session_seconds is None:
+        session_seconds = environ.session_seconds()
     payload = base64.b64encode(package_zip()).decode()
     lines = [payload[i : i + 100] for i in range(0, len(payload), 100)]
     return f'''"""kaggle-mnist: train a k-fold ensemble on this machine's GPUs; the run is left in /kaggle/working
@@ -186,9 +187,7 @@ def train_on_kaggle(
     if kernels < 1:
         raise UserError("--kernels must be 1 or more")
     accelerator = machine_shape(accelerator, log)
-    poll = (
-        poll_seconds if poll_seconds is not None else float(os.environ.get("KAGGLE_MNIST_KERNEL_POLL", "30"))
-    )
+    poll = poll_seconds if poll_seconds is not None else environ.kernel_poll()
     dataset = data.load(log=log)  # the run is checked against this data when it comes back
     expected = settings.resolved(gpu=True)
     identity = make_identity(expected, dataset)
@@ -243,12 +242,13 @@ def _estimate_line(estimate: float | None, accelerator: str, kernels: int) -> st
     if estimate is None:
         return (
             f"No GPU time estimate for {accelerator} (no training rate known for it); Kaggle stops a session "
-            f"after {SESSION_SECONDS / 3600:.0f} h, and this run then continues in a further kernel by itself"
+            f"after {environ.session_seconds() / 3600:.0f} h, and this run then continues in a further kernel by itself"
         )
     per_kernel = estimate / kernels
-    sessions = math.ceil(per_kernel / (SESSION_SECONDS - STOP_MARGIN_SECONDS))
+    session = environ.session_seconds()
+    sessions = math.ceil(per_kernel / (session - STOP_MARGIN_SECONDS))
     more = (
-        f"; that is longer than one session ({SESSION_SECONDS / 3600:.0f} h), so each kernel stops in "
+        f"; that is longer than one session ({session / 3600:.0f} h), so each kernel stops in "
         f"time and continues in a further one, about {sessions} in all"
         if sessions > 1
         else ""
@@ -286,9 +286,9 @@ class Kernel:
         return self.ref.rsplit("/", 1)[-1]
 
     def just_pushed(self) -> bool:
-        """Pushed less than STALE_SECONDS ago and never seen running: what Kaggle says of it may not be
+        """Pushed less than KAGGLE_MNIST_KERNEL_STALE seconds ago and never seen running: what Kaggle says of it may not be
         about this version yet (a previous version's state, or a 404 before the new one is listed)."""
-        return not self.seen_running and time.time() - self.time < STALE_SECONDS
+        return not self.seen_running and time.time() - self.time < environ.kernel_stale()
 
 
 @dataclass
@@ -431,7 +431,7 @@ class _Follow:
             part = previous.part + 1 if previous else 0
             slug = f"kaggle-mnist-{plan.key}" + (f"-k{share + 1}" if len(plan.shares) > 1 else "")
             slug += f"-p{part + 1}" if part else ""
-            script = kernel_script(plan.settings, plan.shares[share], SESSION_SECONDS)
+            script = kernel_script(plan.settings, plan.shares[share], environ.session_seconds())
             source = previous.ref if previous else None
             try:
                 ref = _push(slug, script, plan.accelerator, self.log, source)

@@ -9,7 +9,6 @@ benchmarks all make their models here. Import after `backend.select(...)`.
 
 from __future__ import annotations
 
-import os
 import shutil
 import time
 from pathlib import Path
@@ -17,7 +16,7 @@ from pathlib import Path
 import keras
 import numpy as np
 
-from competition import backend, ensemble, storage
+from competition import backend, ensemble, environ, storage
 from competition.errors import SessionDeadline
 from competition.model import build_model
 from competition.model import load as load_model
@@ -29,7 +28,6 @@ from competition.settings import TrainSettings
 PREDICT_BATCH = 1024  # inference has no gradients to hold: big batches are free speed
 # Inside a Kaggle kernel: the time (seconds since the epoch) after which training stops at the next
 # epoch's end, before Kaggle ends the session and takes everything with it (kernel_job.run_in_kernel).
-DEADLINE_VARIABLE = "KAGGLE_MNIST_DEADLINE"
 # Keras' "auto": XLA on a GPU; off on a CPU, where it is several times slower. A test sets True to
 # compile the GPU path's XLA graph (custom layers included) on a CPU.
 JIT_COMPILE: bool | str = "auto"
@@ -200,8 +198,8 @@ def callbacks(settings: TrainSettings, folder: Path, batches: EpochBatches, seed
 def _deadline(settings: TrainSettings) -> list:
     """The session's deadline as a callback, after the backup (which must have saved the epoch first),
     when one is set."""
-    deadline = os.environ.get(DEADLINE_VARIABLE)
-    return [StopAtDeadline(float(deadline), settings.epochs)] if deadline else []
+    deadline = environ.deadline()
+    return [StopAtDeadline(deadline, settings.epochs)] if deadline else []
 
 
 class StopAtDeadline(keras.callbacks.Callback):

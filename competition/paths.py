@@ -1,7 +1,7 @@
 """Where things live. Every path the project uses is defined here, once.
 
 The workspace is the current directory, or `/kaggle/working` inside a Kaggle notebook.
-`KAGGLE_MNIST_KAGGLE_ROOT` moves the notebook mount root (default `/kaggle`) so tests can fake one.
+`KAGGLE_MNIST_KAGGLE_ROOT` (environ.py) moves the notebook mount root (default `/kaggle`) so tests can fake one.
 """
 
 from __future__ import annotations
@@ -9,22 +9,22 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from competition import COMPETITION
+from competition import COMPETITION, environ
 
 
 def kaggle_root() -> Path:
-    return Path(os.environ.get("KAGGLE_MNIST_KAGGLE_ROOT", "/kaggle"))
+    return environ.kaggle_root()
 
 
 def in_kaggle_notebook() -> bool:
     # Kaggle sets KAGGLE_KERNEL_RUN_TYPE in every notebook; the mount is the fallback sign.
-    return bool(os.environ.get("KAGGLE_KERNEL_RUN_TYPE")) or (kaggle_root() / "input").is_dir()
+    return bool(environ.kaggle_run_type()) or (kaggle_root() / "input").is_dir()
 
 
 def workspace() -> Path:
-    override = os.environ.get("KAGGLE_MNIST_WORKSPACE")
+    override = environ.workspace()
     if override:
-        return Path(override)
+        return override
     working = kaggle_root() / "working"
     # In a notebook the current directory is usually /kaggle/working already, but a `%cd` elsewhere
     # (often into read-only /kaggle/input) must not send outputs there.
@@ -37,7 +37,7 @@ def data_dir() -> Path:
     """The CSVs and their cache. In a Kaggle notebook they go to /kaggle/temp, not /kaggle/working:
     Kaggle saves the latter as the notebook's output, and 175 MB of copies of its input are not
     output anyone wants (they come back from /kaggle/input in seconds)."""
-    if not os.environ.get("KAGGLE_MNIST_WORKSPACE") and workspace() == kaggle_root() / "working":
+    if not environ.workspace() and workspace() == kaggle_root() / "working":
         return kaggle_root() / "temp" / "data" / COMPETITION
     return workspace() / "data" / COMPETITION
 

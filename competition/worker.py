@@ -14,7 +14,7 @@ import threading
 import time
 from pathlib import Path
 
-from competition import backend, data, paths, storage
+from competition import backend, data, environ, paths, storage
 from competition.errors import SessionDeadline, UserError
 from competition.runs import Run, member_done_line, member_label, member_name
 from competition.settings import TrainSettings
@@ -56,7 +56,7 @@ def spawn(run: Run, todo, workers: int, gpus: list[str], steps_per_epoch: int, p
     try:
         for w in range(workers):
             share = todo[w::workers]
-            env = {**os.environ, "KAGGLE_MNIST_WORKSPACE": str(paths.workspace())}
+            env = {**os.environ, environ.WORKSPACE: str(paths.workspace())}
             if gpus:
                 env["CUDA_VISIBLE_DEVICES"] = devices[w % len(devices)]
             log_path = logs / f"worker-{w}.log"
