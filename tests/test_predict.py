@@ -169,3 +169,10 @@ def test_the_expected_range_covers_every_measured_draw_of_the_default():
     for cv, truth, rows in measured:
         found = expected.expectation(TrainSettings(cpu_threads=1), cv, rows)
         assert found["low"] <= truth <= found["high"], (cv, truth, found)
+
+
+def test_the_expected_range_covers_the_wider_members_holdout_runs():
+    """5 members at 1.5x width (`--seeds 1 --width 1.5`): its range covers both its holdout runs."""
+    for cv, truth in [(0.995506, 0.997857), (0.996220, 0.996071)]:
+        found = expected.expectation(TrainSettings(cpu_threads=1, seeds=1, width=1.5), cv, 8_400)
+        assert found is not None and found["low"] <= truth <= found["high"], (cv, truth, found)
