@@ -33,14 +33,13 @@ from bench import append_result  # noqa: E402
 
 LOG = HERE / "members.jsonl"
 ROWS = 3840  # 60 steps of 64
-# The candidates of the member-quality screen (benchmarks/README.md): today's network, wider, and
-# elastic distortion on today's network. The residual network and M3 screened beside them are in git at
-# 85d9cee, with their figures in members.jsonl.
+# The candidates of the member-quality screen (benchmarks/README.md): today's network and wider. The
+# residual network and M3 screened beside them are in git at 85d9cee, elastic distortion at c6e669b,
+# with their figures in members.jsonl.
 CANDIDATES = {
     "default": {},
     "bncnn --width 1.5": {"width": 1.5},
     "bncnn --width 2": {"width": 2.0},
-    "bncnn --elastic 34": {"elastic": 34.0},
 }
 
 

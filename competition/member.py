@@ -57,7 +57,6 @@ def build(settings: TrainSettings) -> keras.Model:
         settings.zoom,
         settings.shift,
         settings.width,
-        settings.elastic,
     )
 
 

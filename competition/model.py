@@ -16,7 +16,6 @@ from keras import layers
 
 NUM_CLASSES = 10
 INPUT_SHAPE = (28, 28, 1)
-ELASTIC_SIGMA = 4.0  # pixels: Simard et al.'s smoothing of the elastic displacement field
 
 
 _HAS_RENORM = "renorm" in inspect.signature(layers.BatchNormalization.__init__).parameters
@@ -191,20 +190,18 @@ class RandomAffine(layers.Layer):
     border). Computed in float32 under any precision policy: the warp is cheap, and the image kernels of
     some backends have no bfloat16 version.
 
-    `elastic` > 0 adds Simard et al. 2003's elastic distortion to the same warp: every image gets its own
-    displacement field, uniform noise in [-1, 1] per pixel and axis, smoothed by a Gaussian of
-    `ELASTIC_SIGMA` pixels and scaled by `elastic` (their alpha; 34 with sigma 4 is the classic MNIST
-    setting, about 1.4 pixels of displacement on average). Keras 3.13's RandomElasticTransform cannot
-    stand in: its sigma is at most 1.4 pixels (noise, not strokes bending), it draws one field for the
-    whole batch with the same noise for both axes, and on TensorFlow it transforms only the first image
-    of a batch whose size the graph does not know (as in `fit`).
+    Elastic distortion (Simard et al. 2003) was screened in this warp and did not pay: at alpha 34 much
+    worse, at 8 on 1.5x-wide members inside the noise (benchmarks/README.md); the code is in git at
+    c6e669b. Keras' RandomElasticTransform cannot stand in for it: its sigma is at most 1.4 pixels, it
+    draws one field per batch with the same noise for both axes, and on TensorFlow it transforms only
+    the first image of a batch whose size the graph does not know (as in `fit`).
     """
 
-    def __init__(self, rotation_degrees=10.0, zoom=0.1, shift=0.1, seed=None, elastic=0.0, **kwargs):
+    def __init__(self, rotation_degrees=10.0, zoom=0.1, shift=0.1, seed=None, **kwargs):
         kwargs["dtype"] = "float32"
+        kwargs.pop("elastic", None)  # in the config of models saved while --elastic existed (training only)
         super().__init__(**kwargs)
         self.rotation_degrees, self.zoom, self.shift, self.seed = rotation_degrees, zoom, shift, seed
-        self.elastic = elastic
         # TensorFlow's image warp (ImageProjectiveTransformV3) has no XLA kernel: a model holding it
         # must not be compiled by XLA there, which Keras' jit_compile="auto" would do on a GPU (and
         # fail at the first step). Keras' own RandomRotation says the same. JAX's warp compiles.
@@ -230,48 +227,11 @@ class RandomAffine(layers.Layer):
         cx, cy = (width - 1) / 2.0, (height - 1) / 2.0
         a2 = cx - a0 * cx - a1 * cy - shift_x
         b2 = cy - b0 * cx - b1 * cy - shift_y
-        if self.elastic:
-            return self._warp(images, (a0, a1, a2, b0, b1, b2))
         zeros = ops.zeros_like(angle)
         transform = ops.stack([a0, a1, a2, b0, b1, b2, zeros, zeros], axis=1)
         return ops.image.affine_transform(
             images, transform, interpolation="bilinear", fill_mode="constant", fill_value=0.0
         )
-
-    def _warp(self, images, affine):
-        """The affine map plus a smoothed random displacement per pixel, read with one bilinear
-        interpolation (gathered by hand: Keras' map_coordinates needs every axis's size known when the
-        graph is traced, and `fit`'s batch size is not)."""
-        ops = keras.ops
-        batch, height, width = ops.shape(images)[0], images.shape[1], images.shape[2]
-        noise = keras.random.uniform((batch, height, width, 2), -1.0, 1.0, seed=self.seed_generator)
-        # One 1-D Gaussian along each axis in turn (separable): the same smoothing as the 2-D one.
-        radius = int(3 * ELASTIC_SIGMA)
-        taps = np.exp(-0.5 * (np.arange(-radius, radius + 1) / ELASTIC_SIGMA) ** 2)
-        taps = (taps / taps.sum()).astype("float32")
-        kernel = np.tile(taps[:, None, None, None], (1, 1, 2, 1))
-        field = ops.depthwise_conv(noise, kernel, padding="same")
-        field = ops.depthwise_conv(field, np.transpose(kernel, (1, 0, 2, 3)), padding="same") * self.elastic
-        a0, a1, a2, b0, b1, b2 = (ops.reshape(v, (-1, 1, 1)) for v in affine)
-        y, x = np.meshgrid(np.arange(height, dtype="float32"), np.arange(width, dtype="float32"), indexing="ij")
-        # Where each output pixel reads, in a copy of the images framed by one black pixel: a read
-        # outside the image, clipped onto the frame, is black (the constant fill), and no read can reach
-        # a neighbouring image of the batch.
-        read_x = ops.clip(a0 * x + a1 * y + a2 + field[..., 0] + 1.0, 0.0, width + 1.0)
-        read_y = ops.clip(b0 * x + b1 * y + b2 + field[..., 1] + 1.0, 0.0, height + 1.0)
-        framed = ops.reshape(ops.pad(images[..., 0], ((0, 0), (1, 1), (1, 1))), (-1,))
-        x0, y0 = ops.floor(read_x), ops.floor(read_y)
-        wx, wy = read_x - x0, read_y - y0
-        x0, y0 = ops.cast(x0, "int32"), ops.cast(y0, "int32")
-        x1, y1 = ops.minimum(x0 + 1, width + 1), ops.minimum(y0 + 1, height + 1)
-        first = ops.reshape(ops.arange(batch, dtype="int32") * ((height + 2) * (width + 2)), (-1, 1, 1))
-
-        def pixel(row, column):
-            return ops.take(framed, first + row * (width + 2) + column)
-
-        top = pixel(y0, x0) * (1.0 - wx) + pixel(y0, x1) * wx
-        bottom = pixel(y1, x0) * (1.0 - wx) + pixel(y1, x1) * wx
-        return (top * (1.0 - wy) + bottom * wy)[..., None]
 
     def compute_output_shape(self, input_shape):
         return input_shape
@@ -283,7 +243,6 @@ class RandomAffine(layers.Layer):
             "zoom": self.zoom,
             "shift": self.shift,
             "seed": self.seed,
-            "elastic": self.elastic,
         }
 
 
@@ -295,7 +254,6 @@ def build_model(
     zoom: float,
     shift: float,
     width: float,
-    elastic: float,
 ) -> keras.Model:
     """Takes uint8 images (N, 28, 28) straight from the cache; returns softmax probabilities. The
     settings' defaults live in TrainSettings alone: `member.build(settings)` calls this."""
@@ -306,7 +264,7 @@ def build_model(
     # uint8 in, scaled on the device: 4x less to move host-to-device than float32.
     x = layers.Rescaling(1.0 / 255.0)(x)
     if augment:
-        x = RandomAffine(rotation_degrees, zoom, shift, elastic=elastic, name="augmentation")(x)
+        x = RandomAffine(rotation_degrees, zoom, shift, name="augmentation")(x)
     x = ARCHITECTURES[arch](x, dropout_rate, width)
     # Softmax in float32 even under mixed precision: float16 probabilities lose the small ones.
     outputs = layers.Dense(NUM_CLASSES, activation="softmax", dtype="float32", name="probabilities")(x)

@@ -35,7 +35,7 @@ import numpy as np
 from competition import ensemble, paths, storage
 from competition.errors import UserError
 from competition.expected import expectation
-from competition.settings import TrainSettings
+from competition.settings import RETIRED, TrainSettings
 
 RUN_ARRAYS = ("oof_probs.npy", "oof_labels.npy", "test_probs.npy")
 MEMBER_FILES = ("model.keras", "oof.npz", "test.npy")
@@ -498,9 +498,11 @@ def same_run(config: dict, identity: dict) -> bool:
     GPU run never uses, and which a run trained elsewhere cannot know) on the same CSVs."""
 
     def settings(values: dict) -> dict:
-        # A run saved before a setting existed trained with that setting's default.
+        # A run saved before a setting existed trained with that setting's default; one saved with a
+        # setting since retired, at the value that trains as today's code, is today's.
         every = {**TrainSettings().to_dict(), **values["settings"]}
-        return {k: v for k, v in every.items() if k != "cpu_threads"}
+        retired = {k for k, v in every.items() if k in RETIRED and v == RETIRED[k]}
+        return {k: v for k, v in every.items() if k != "cpu_threads" and k not in retired}
 
     same_data = all(config.get(k) == identity[k] for k in ("train_sha256", "test_sha256"))
     return same_data and settings(config) == settings(identity)

@@ -13,7 +13,7 @@ import pytest
 
 from competition import backend, locks
 from competition.errors import UserError
-from competition.runs import Run
+from competition.runs import Run, same_run
 from competition.settings import TrainSettings
 from tests.conftest import SHARED_RUN, TINY, assert_clean_failure, run_cli
 
@@ -304,3 +304,11 @@ def test_a_value_error_while_submitting_is_not_called_a_cut_download(monkeypatch
         kaggle_api.submit(tmp_path / "s.csv", "m")
     assert "cut short" not in info.value.message
     assert info.value.message == "the kaggle client failed while submitting: Invalid value for `ref`"
+
+
+def test_a_run_saved_with_a_retired_setting_at_its_neutral_value_is_the_same_run():
+    today = {"settings": TrainSettings().to_dict(), "train_sha256": "a", "test_sha256": "b"}
+    saved = {**today, "settings": {**today["settings"], "elastic": 0.0, "ema": False}}
+    assert same_run(saved, today)
+    bent = {**today, "settings": {**today["settings"], "elastic": 8.0}}  # trained otherwise than today's code
+    assert not same_run(bent, today)
