@@ -178,6 +178,8 @@ def test_the_jax_backend_trains_and_predicts(tiny_data, tmp_path):
         "300",
         "--batch-size",  # 150 rows per fold in whole batches: one training step for XLA to compile
         "50",
+        "--width",  # the wider members compile as the default's do
+        "1.5",
         "--quiet",
         cwd=tiny_data,
         timeout=600,
