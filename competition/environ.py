@@ -67,7 +67,7 @@ def session_seconds() -> float:
 
 def deadline() -> float | None:
     """Inside a kernel: the time (epoch seconds) at which training stops at the next epoch's end."""
-    return _seconds(DEADLINE, None) if os.environ.get(DEADLINE) else None
+    return _seconds(DEADLINE, None)
 
 
 def _seconds(name: str, default: float | None) -> float | None:

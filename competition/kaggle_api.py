@@ -279,8 +279,8 @@ def _with_retries(call: Callable[[], T], action: str, missing: tuple[str, str] |
 
 
 def _watched(call: Callable[[], T], progress: Callable[[], int] | None = None) -> T:
-    """Runs `call` in a daemon thread; gives up once nothing has moved for
-KAGGLE_MNIST_NETWORK_TIMEOUT seconds (60).
+    """Runs `call` in a daemon thread; gives up once nothing has moved for KAGGLE_MNIST_NETWORK_TIMEOUT
+    seconds (60): no byte in that long means the connection is dead.
 
     requests is given no timeout by the kaggle client, so a server that accepts the connection and
     never answers would hang the command forever. `progress` (bytes on disk) counts as movement.
