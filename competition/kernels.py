@@ -171,6 +171,10 @@ def gpu_seconds(settings: TrainSettings, train_rows: int, accelerator: str, part
     rate = GPU_IMAGES_PER_SECOND.get(accelerator)
     if rate is None:
         return None
+    # The rate is for today's width; a wider network costs width^2 the multiply-adds an image (every
+    # layer but the first and last scales with both its inputs and its outputs: 1.5x is 2.24x the
+    # training FLOPs, benchmarks/README.md), and a GPU that is busy at width 1 is slower by about that.
+    rate /= settings.width**2
     return len(settings.members) * settings.epochs * train_rows / rate + parts * KERNEL_START_SECONDS
 
 
@@ -209,7 +213,7 @@ def train_on_kaggle(
         shares = _shares(expected, kernels)
         labels = run_rows(expected, dataset).labels
         estimate = gpu_seconds(expected, len(labels) - len(labels) // expected.folds, accelerator, kernels)
-        log(_estimate_line(estimate, accelerator, kernels))
+        log(_estimate_line(estimate, accelerator, kernels, expected.width))
         record = KernelRecord(root)
         entry = record.entry(key, accelerator)
         if entry.kernels:
@@ -238,7 +242,7 @@ def train_on_kaggle(
     return run.dir
 
 
-def _estimate_line(estimate: float | None, accelerator: str, kernels: int) -> str:
+def _estimate_line(estimate: float | None, accelerator: str, kernels: int, width: float = 1.0) -> str:
     if estimate is None:
         return (
             f"No GPU time estimate for {accelerator} (no training rate known for it); Kaggle stops a session "
@@ -253,10 +257,11 @@ def _estimate_line(estimate: float | None, accelerator: str, kernels: int) -> st
         if sessions > 1
         else ""
     )
+    wider = f" at width 1, over {width:g}^2 at width {width:g}" if width != 1 else ""
     return (
         f"Estimated GPU time: about {_elapsed(estimate)} on {accelerator} "
-        f"(at {GPU_IMAGES_PER_SECOND[accelerator]:,} training images/s: an assumed rate, not yet measured "
-        f"on Kaggle), of the about {WEEKLY_GPU_HOURS} GPU hours Kaggle lends an account a week{more}"
+        f"(at {GPU_IMAGES_PER_SECOND[accelerator]:,} training images/s{wider}: an assumed rate, not yet "
+        f"measured on Kaggle), of the about {WEEKLY_GPU_HOURS} GPU hours Kaggle lends an account a week{more}"
     )
 
 
