@@ -16,7 +16,7 @@ from pathlib import Path
 import keras
 import numpy as np
 
-from competition import backend, ensemble, environ, storage
+from competition import backend, ensemble, environ, precise_bn, storage
 from competition.errors import SessionDeadline
 from competition.model import build_model
 from competition.model import load as load_model
@@ -94,7 +94,7 @@ def train_member(
     train_rows, val_rows = np.flatnonzero(folds != fold), np.flatnonzero(folds == fold)
     seed = settings.member_seed(fold, seed_index)
     started = time.perf_counter()
-    timing = None
+    timing = precise_bn_seconds = None
 
     if (folder / "model.keras").is_file():
         # Trained but interrupted before its predictions were saved: predict, don't retrain.
@@ -118,6 +118,12 @@ def train_member(
             callbacks=callbacks(settings, folder, batches, seed, timing) + _deadline(settings),
             verbose=0,
         )
+        if settings.precise_bn:
+            recompute_started = time.perf_counter()
+            # Before model.keras exists: a kill in here resumes from the last epoch's backup (no epoch
+            # left to train) and recomputes the same statistics.
+            precise_bn.recompute(model, images[train_rows], seed, settings.epochs)
+            precise_bn_seconds = time.perf_counter() - recompute_started
         storage.write_atomic(folder / "model.keras", model.save)
     # Only now: a kill before model.keras was in place resumes from the last epoch's backup.
     shutil.rmtree(folder / "backup", ignore_errors=True)
@@ -142,6 +148,7 @@ def train_member(
         "seconds_per_epoch": per_epoch,
         "epoch_seconds": [round(t, 3) for t in epoch_seconds],  # epoch 1 includes tracing the model
         "images_per_second": len(train_rows) / per_epoch if epoch_seconds else float("nan"),
+        "precise_bn_seconds": precise_bn_seconds,  # None: not recomputed in this session (or off)
         "files": checksums(folder, MEMBER_FILES),  # what every later read checks
     }
     storage.write_json(folder / "member.json", result)  # last: its presence means the member is done

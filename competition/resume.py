@@ -102,12 +102,16 @@ class EpochSeeds(keras.callbacks.Callback):
 
     def on_epoch_begin(self, epoch, logs=None):
         self.batches.set_epoch(epoch)
-        generators = [
-            v for v in self.model.non_trainable_variables if v.path.endswith("seed_generator_state")
-        ]
-        for i, state in enumerate(generators):
-            mixed = np.random.SeedSequence([self.seed, epoch, i]).generate_state(1)[0]
-            state.assign(np.array([mixed, 0], dtype=state.dtype))
+        reseed(self.model, self.seed, epoch)
+
+
+def reseed(model: keras.Model, seed: int, epoch: int) -> None:
+    """Every seed generator of `model` (augmentation, dropout) set from (seed, epoch) alone: what it
+    draws next does not depend on what it drew before."""
+    generators = [v for v in model.non_trainable_variables if v.path.endswith("seed_generator_state")]
+    for i, state in enumerate(generators):
+        mixed = np.random.SeedSequence([seed, epoch, i]).generate_state(1)[0]
+        state.assign(np.array([mixed, 0], dtype=state.dtype))
 
 
 class ExactBackup(keras.callbacks.BackupAndRestore):

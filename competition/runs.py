@@ -35,7 +35,7 @@ import numpy as np
 from competition import ensemble, paths, storage
 from competition.errors import UserError
 from competition.expected import expectation
-from competition.settings import RETIRED, TrainSettings
+from competition.settings import INTRODUCED, RETIRED, TrainSettings
 
 RUN_ARRAYS = ("oof_probs.npy", "oof_labels.npy", "test_probs.npy")
 MEMBER_FILES = ("model.keras", "oof.npz", "test.npy")
@@ -126,11 +126,7 @@ class Run:
         A run whose config.json is missing or damaged is repaired from the copy in its manifest.json;
         one that cannot be identified at all is refused, not passed over, so the same command never
         quietly starts a second run beside a broken one."""
-        found = []
-        for folder in _run_folders():
-            run = cls(folder)
-            if run.identity() == identity:
-                found.append(run)
+        found = [cls(folder) for folder in _run_folders() if same_run(cls(folder).identity(), identity, exact=True)]
         return max(found, key=lambda r: r.dir.name) if found else None
 
     # ------------------------------------------------------------------------------------------
@@ -493,18 +489,21 @@ def make_identity(settings: TrainSettings, dataset) -> dict:
     }
 
 
-def same_run(config: dict, identity: dict) -> bool:
-    """A run's config.json against an identity: the same settings (but the CPU thread count, which a
-    GPU run never uses, and which a run trained elsewhere cannot know) on the same CSVs."""
+def same_run(config: dict, identity: dict, exact: bool = False) -> bool:
+    """A run's config.json against an identity: the same settings on the same CSVs. `exact` (a run
+    continued on this machine): also the same CPU thread count and cached arrays; without it (a run
+    trained elsewhere), not those, which a GPU run never uses and another machine cannot know."""
 
     def settings(values: dict) -> dict:
-        # A run saved before a setting existed trained with that setting's default; one saved with a
-        # setting since retired, at the value that trains as today's code, is today's.
-        every = {**TrainSettings().to_dict(), **values["settings"]}
+        # A run saved before a setting existed trained as the code of its day (INTRODUCED, else the
+        # default); one saved with a setting since retired, at the value that trains as today's code,
+        # is today's.
+        every = {**TrainSettings().to_dict(), **INTRODUCED, **values["settings"]}
         retired = {k for k, v in every.items() if k in RETIRED and v == RETIRED[k]}
-        return {k: v for k, v in every.items() if k != "cpu_threads" and k not in retired}
+        return {k: v for k, v in every.items() if (exact or k != "cpu_threads") and k not in retired}
 
-    same_data = all(config.get(k) == identity[k] for k in ("train_sha256", "test_sha256"))
+    keys = ("train_sha256", "test_sha256", *(("arrays_sha256",) if exact else ()))
+    same_data = all(config.get(k) == identity.get(k) for k in keys)
     return same_data and settings(config) == settings(identity)
 
 

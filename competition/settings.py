@@ -80,6 +80,10 @@ class TrainSettings:
     # where it is a large share of each epoch (benchmarks/README.md). The fold
     # is always scored once at the end, for the CV.
     epoch_validation: bool | None = None
+    # After a member's last epoch, replace its batch-norm moving averages (statistics of weights that
+    # kept changing) by the exact statistics of its final weights over its training rows (precise_bn.py):
+    # a short run then predicts as well as its weights allow; a full run neither gains nor loses.
+    precise_bn: bool = True
     # CPU threads per training process, filled in by `train` from the cores and the run's size (see
     # worker.cpu_workers); part of the run's identity because the thread count changes the last bits of
     # the numbers, so every member of a run, resumed or not, trains with the same one. 0 = automatic.
@@ -200,13 +204,18 @@ class TrainSettings:
 
     @classmethod
     def from_dict(cls, values: dict) -> TrainSettings:
+        """Settings as saved in a run's config.json; one saved before a setting existed gets the value
+        that trained as the code of its day did (INTRODUCED), not today's default."""
         known = {f.name for f in dataclasses.fields(cls)}
-        return cls(**{k: v for k, v in values.items() if k in known})
+        return cls(**{k: v for k, v in {**INTRODUCED, **values}.items() if k in known})
 
 
 # Settings that were screened and removed, at the value that trains as today's code does: a run saved
 # with one of them at that value is the same run as today's; at any other, it is not.
 RETIRED = {"ema": False, "label_smoothing": 0.0, "elastic": 0.0}
+# Settings added since runs were first saved, at the value that trains as the code before them did: a
+# config.json without one was trained that way (and is continued that way).
+INTRODUCED = {"precise_bn": False}
 
 
 @dataclass(frozen=True)
@@ -273,6 +282,11 @@ OPTIONS: dict[str, Flag] = {
         "--precision",
         "auto (mixed float16 on a GPU; mixed bfloat16 on a CPU with AVX512_BF16 or AMX, float32 on other "
         "CPUs), float32, mixed (float16) or bfloat16.",
+    ),
+    "precise_bn": Flag(
+        "--precise-bn/--no-precise-bn",
+        "After its last epoch, set each member's batch-norm statistics to those of its final weights over "
+        "its training rows (a few seconds); off: the moving averages from training, as runs saved before.",
     ),
     "epoch_validation": Flag(
         "--epoch-validation/--no-epoch-validation",
