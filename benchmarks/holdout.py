@@ -7,6 +7,7 @@ rows, its submission's predictor scored on those rows (`kaggle-mnist run --holdo
     python benchmarks/holdout.py --curve --name default --holdout 8400 --holdout-seeds 0 1
     python benchmarks/holdout.py --member --name epochs40 --holdout-seeds 0 -- --epochs 40
     python benchmarks/holdout.py --mix default bncnn-w1.5 --holdout-seeds 0 1
+    python benchmarks/holdout.py --precise-bn --name default --holdout-seeds 0 1
 
 `--member` screens a lever on one member instead of a whole run: `kaggle-mnist train --members f0-s0`
 with the options after `--`, scored on the same held-out rows; `--curve` gives the default run's ten
@@ -157,6 +158,49 @@ def measure_member(name: str, holdout: int, seed: int, options: list[str], workd
     }
 
 
+def precise(workdir: Path, name: str, holdout: int, seed: int) -> dict:
+    """A kept run of recipe `name` as it would have come out with `--precise-bn`: each member's
+    batch-norm statistics recomputed from its saved final weights exactly as `train` does after the
+    last epoch (the training before that step is the same), its held-out rows predicted again and the
+    plain mean scored. For runs trained before precise_bn existed, or with it off."""
+    workspace = workdir / f"{name}-h{holdout}-s{seed}"
+    labels, held = held_out(workspace, holdout, seed)
+    from competition import backend, data
+    from competition.runs import Run
+
+    run = max((Run(p.parent) for p in (workspace / "ensembles").glob("*/metrics.json")), key=lambda r: r.id)
+    backend.select(run.settings.backend)
+    from competition import member, precise_bn
+    from competition.model import load
+    from competition.resume import predict_rows
+
+    member.configure_device(run.settings, [])
+    rows, folds = run.rows(data.load(log=lambda *a, **k: None)), run.array("folds.npy")
+    started = time.perf_counter()
+    probs = []
+    for fold, seed_index in run.members:
+        model = load(run.member_dir(fold, seed_index) / "model.keras")
+        member_seed = run.settings.member_seed(fold, seed_index)
+        precise_bn.recompute(model, rows.images[folds != fold], member_seed, run.settings.epochs)
+        probs.append(predict_rows(model, rows.test_images))
+    predicted = np.argmax(np.mean(probs, axis=0), axis=1)
+    before = next(
+        e for e in map(json.loads, LOG.read_text().splitlines()) if (e["recipe"], e["holdout_seed"]) == (name, seed)
+    )
+    return {
+        **{k: before[k] for k in ("command", "holdout", "holdout_seed", "members", "epochs", "images_trained")},
+        "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "commit": commit(),
+        "trained_at": before["commit"],
+        "device": device_name("tensorflow"),
+        "repeats": 1,
+        "recipe": f"{name}+precise-bn",
+        "holdout_accuracy": float(np.mean(predicted == labels[held])),
+        "seconds": round(time.perf_counter() - started, 1),
+        "wrong_rows": [int(r) for r in held[predicted != labels[held]]],
+    }
+
+
 def append(entry: dict) -> None:
     with open(LOG, "a") as log:
         log.write(json.dumps(entry) + "\n")
@@ -253,6 +297,9 @@ def main() -> None:
     parser.add_argument("--curve", action="store_true", help="accuracy against members, from kept runs")
     parser.add_argument("--member", action="store_true", help="screen the options on one member (f0-s0)")
     parser.add_argument("--mix", nargs="+", metavar="RECIPE", help="members of these screens, alone and averaged")
+    parser.add_argument(
+        "--precise-bn", action="store_true", help="a kept run of --name, its batch-norm statistics recomputed"
+    )
     args, options = parser.parse_known_args()
     if args.compare:
         compare(args.compare)
@@ -267,6 +314,12 @@ def main() -> None:
         return
     if not args.name:
         parser.error("--name is required to measure")
+    if args.precise_bn:
+        for seed in args.holdout_seeds:
+            entry = precise(args.workdir, args.name, args.holdout, seed)
+            append(entry)
+            print(f"{entry['recipe']} holdout seed {seed}: {entry['holdout_accuracy']:.3%}", flush=True)
+        return
     options = [o for o in options if o != "--"]
     if args.member:
         for seed in args.holdout_seeds:

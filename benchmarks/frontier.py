@@ -1,0 +1,224 @@
+"""The accuracy-time frontier: every whole recipe in holdout.jsonl as a point, its wall time to train
+end to end on 2 workers against its held-out accuracy paired with the default's on the same rows.
+
+    python benchmarks/frontier.py                    # redraws frontier.png and frontier.md
+    python benchmarks/frontier.py --device "AMD EPYC"
+
+Reads only benchmarks/holdout.jsonl (written by `holdout.py`), so both are redrawn from the results
+file alone. A point's accuracy is the mean over holdout seeds 0 and 1 of its held-out accuracy minus the
+default's on the same 8,400 rows (rows one fixes minus rows it breaks), its bar the two seeds' values;
+its time the median wall time of its runs with 2 workers on one kind of CPU (`--device`; by default
+the one with the most such runs), its bar their range. Times from another CPU, or from runs of one
+core each (`--workers 1`, two seeds side by side), are not comparable and stay out of the picture; the
+table lists them as they are. A recipe is on the frontier when no other is at least as fast and more
+accurate.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import statistics
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+LOG = HERE / "holdout.jsonl"
+REFERENCE = "default"
+SEEDS = (0, 1)
+
+
+@dataclass
+class Point:
+    recipe: str
+    options: str  # what follows `kaggle-mnist run --holdout ... --quiet`
+    members: int
+    epochs: int
+    accuracy: dict[int, float] = field(default_factory=dict)  # holdout seed -> held-out accuracy
+    gain: dict[int, tuple[int, int]] = field(default_factory=dict)  # seed -> (rows fixed, rows broken)
+    seconds: dict[str, list[float]] = field(default_factory=dict)  # device -> 2-worker wall times
+    other_times: list[str] = field(default_factory=list)  # times not comparable, as text
+    commits: set[str] = field(default_factory=set)
+    holdout: int = 8400
+
+    def gain_points(self, seed: int) -> float:
+        fixed, broken = self.gain[seed]
+        return 100 * (fixed - broken) / self.holdout
+
+    @property
+    def paired(self) -> float | None:
+        """Mean paired gain over the default, in points, when both holdout seeds are measured."""
+        if not all(s in self.gain for s in SEEDS):
+            return None
+        return statistics.mean(self.gain_points(s) for s in SEEDS)
+
+
+def whole_runs(entries: list[dict]) -> dict[tuple[str, int], dict]:
+    """The latest logged run of each (recipe, holdout seed), leaving out one-member screens and
+    rescored runs (`holdout.py --precise-bn`)."""
+    latest = {}
+    for entry in entries:
+        if entry["recipe"].startswith("member:") or "+" in entry["recipe"] or entry["holdout"] != 8400:
+            continue
+        latest[entry["recipe"], entry["holdout_seed"]] = entry
+    return latest
+
+
+def options_of(command: str) -> str:
+    """The recipe's own options: what the command adds after holdout.py's fixed ones."""
+    tail = command.split("--quiet", 1)[-1]
+    return re.sub(r"\s*--workers \d+", "", tail).strip()
+
+
+def workers_of(command: str) -> int:
+    found = re.search(r"--workers (\d+)", command)
+    return int(found.group(1)) if found else 2  # `train` puts these runs on 2 workers on 2 cores
+
+
+def points(entries: list[dict]) -> list[Point]:
+    runs = whole_runs(entries)
+    found: dict[str, Point] = {}
+    for (recipe, seed), entry in sorted(runs.items()):
+        point = found.setdefault(
+            recipe, Point(recipe, options_of(entry["command"]), entry["members"], entry["epochs"])
+        )
+        point.accuracy[seed] = entry["holdout_accuracy"]
+        point.commits.add(entry["commit"][:7])
+        reference = runs.get((REFERENCE, seed))
+        if reference is not None:
+            mine, theirs = set(entry["wrong_rows"]), set(reference["wrong_rows"])
+            point.gain[seed] = (len(theirs - mine), len(mine - theirs))
+        if workers_of(entry["command"]) == 2:
+            point.seconds.setdefault(entry["device"], []).append(entry["wall_seconds"])
+        else:
+            point.other_times.append(
+                f"{entry['wall_seconds'] / 60:.0f} min with one core a run, two runs side by side ({entry['device']})"
+            )
+    return list(found.values())
+
+
+def busiest_device(found: list[Point]) -> str:
+    counts = Counter(device for p in found for device, times in p.seconds.items() for _ in times)
+    return counts.most_common(1)[0][0]
+
+
+def on_frontier(point: Point, others: list[Point], device: str) -> bool:
+    if point.paired is None or device not in point.seconds:
+        return False
+    time = statistics.median(point.seconds[device])
+    for other in others:
+        if other is point or other.paired is None or device not in other.seconds:
+            continue
+        if statistics.median(other.seconds[device]) <= time and other.paired > point.paired:
+            return False
+    return True
+
+
+def table(found: list[Point], device: str) -> str:
+    lines = [
+        "# The accuracy-time frontier",
+        "",
+        f"Written by `python benchmarks/frontier.py` from `holdout.jsonl`; the picture is `frontier.png`. "
+        f"Wall time: `kaggle-mnist run --holdout 8400` end to end on 2 workers on a 2-core {device} "
+        "(median of the runs, range in brackets). Held-out accuracy on 8,400 rows per holdout seed; "
+        f"paired: rows fixed / broken against `{REFERENCE}` on the same rows, and the mean gain in points.",
+        "",
+        "| recipe | options after `kaggle-mnist run` | members x epochs | wall time | seed 0 | seed 1 | paired with the default | frontier | commits |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for point in sorted(found, key=lambda p: _time(p, device) or float("inf")):
+        times = point.seconds.get(device)
+        if times:
+            wall = f"{statistics.median(times) / 60:.1f} min"
+            wall += f" ({min(times) / 60:.1f}-{max(times) / 60:.1f}, {len(times)} runs)" if len(times) > 1 else " (1 run)"
+        else:
+            elsewhere = [f"{statistics.median(t) / 60:.0f} min on {d}" for d, t in point.seconds.items()]
+            wall = "not timed here: " + "; ".join(elsewhere + point.other_times)
+        seeds = [f"{point.accuracy[s]:.3%}" if s in point.accuracy else "" for s in SEEDS]
+        if point.recipe == REFERENCE:
+            paired = "(the reference)"
+        elif point.gain:
+            parts = [f"seed {s}: {f} / {b}" for s, (f, b) in sorted(point.gain.items())]
+            mean = f"**{point.paired:+.3f} pt**" if point.paired is not None else "one seed only"
+            paired = f"{mean} ({', '.join(parts)})"
+        else:
+            paired = ""
+        frontier = "yes" if on_frontier(point, found, device) else ""
+        lines.append(
+            f"| {point.recipe} | `{point.options or '(none)'}` | {point.members} x {point.epochs} | {wall} | "
+            f"{seeds[0]} | {seeds[1]} | {paired} | {frontier} | {', '.join(sorted(point.commits))} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def _time(point: Point, device: str) -> float | None:
+    times = point.seconds.get(device)
+    return statistics.median(times) if times else None
+
+
+def picture(found: list[Point], device: str, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(10, 6.5))
+    drawn = [p for p in found if p.paired is not None and device in p.seconds]
+    frontier = sorted((p for p in drawn if on_frontier(p, found, device)), key=lambda p: _time(p, device))
+    if len(frontier) > 1:
+        ax.plot(
+            [_time(p, device) / 60 for p in frontier],
+            [p.paired for p in frontier],
+            color="tab:green",
+            alpha=0.4,
+            linewidth=6,
+            zorder=1,
+            label="frontier",
+        )
+    for point in drawn:
+        times = point.seconds[device]
+        x = statistics.median(times) / 60
+        gains = [point.gain_points(s) for s in SEEDS]
+        ax.errorbar(
+            x,
+            point.paired,
+            xerr=[[x - min(times) / 60], [max(times) / 60 - x]],
+            yerr=[[point.paired - min(gains)], [max(gains) - point.paired]],
+            fmt="o",
+            color="tab:red" if point.recipe == REFERENCE else "tab:blue",
+            capsize=3,
+            zorder=2,
+        )
+        label = f"{point.recipe}: {point.members} x {point.epochs}\n{point.options or '(defaults)'}"
+        ax.annotate(label, (x, point.paired), textcoords="offset points", xytext=(6, 4), fontsize=7)
+    ax.axhline(0, color="grey", linewidth=0.8)
+    ax.set_xlabel(f"wall time to train and predict, minutes (2 workers, 2-core {device})")
+    ax.set_ylabel("held-out accuracy minus the default's, paired (points)")
+    ax.set_title(
+        "Accuracy-time frontier: `kaggle-mnist run --holdout 8400`, mean of holdout seeds 0 and 1\n"
+        "(bars: the two seeds; the time's range over runs)",
+        fontsize=10,
+    )
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--device", help="the CPU whose wall times are drawn (a substring of the logged device)")
+    args = parser.parse_args()
+    entries = [json.loads(line) for line in LOG.read_text().splitlines() if line.strip()]
+    found = points(entries)
+    device = busiest_device(found)
+    if args.device:
+        device = next(d for p in found for d in p.seconds if args.device in d)
+    (HERE / "frontier.md").write_text(table(found, device))
+    picture(found, device, HERE / "frontier.png")
+    print(f"wrote {HERE / 'frontier.md'} and {HERE / 'frontier.png'} ({device})")
+
+
+if __name__ == "__main__":
+    main()
