@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import gzip
 import os
 import shutil
 import warnings
 import zipfile
+import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -216,18 +218,48 @@ def _from_api(staging: Path, log: Log) -> str:
     return "the Kaggle API"
 
 
+# How a folder may hold each CSV: as it is, or as the kaggle client downloads one file
+# (`kaggle competitions download -c digit-recognizer -f train.csv` leaves train.csv.zip), or gzip'd.
+PACKED = ("", ".zip", ".gz")
+
+
 def _copy_from_folder(folder: Path, staging: Path) -> None:
-    missing = [n for n in NEEDED if not (folder / n).is_file()]
+    found = {name: _packed_csv(folder, name) for name in (*NEEDED, SAMPLE)}
+    missing = [n for n in NEEDED if found[n] is None]
     if missing:
         raise UserError(
-            f"{folder} has no {' or '.join(missing)}: point --from at the folder holding the CSVs"
+            f"{folder} has no {' or '.join(missing)} (nor {missing[0]}.zip or {missing[0]}.gz): point --from "
+            "at the folder holding the CSVs"
         )
-    for name in (*NEEDED, SAMPLE):
-        if (folder / name).is_file():
-            shutil.copyfile(folder / name, staging / name)
+    for name, path in found.items():
+        if path is None:
+            continue
+        if path.suffix == ".zip":
+            _extract_zip(path, staging, names=(name,), optional=())
+        elif path.suffix == ".gz":
+            _gunzip(path, staging / name)
+        else:
+            shutil.copyfile(path, staging / name)
 
 
-def _extract_zip(archive: Path, staging: Path) -> None:
+def _packed_csv(folder: Path, name: str) -> Path | None:
+    return next((folder / f"{name}{suffix}" for suffix in PACKED if (folder / f"{name}{suffix}").is_file()), None)
+
+
+def _gunzip(path: Path, target: Path) -> None:
+    try:
+        with gzip.open(path) as src, open(target, "wb") as dst:
+            shutil.copyfileobj(src, dst, 1 << 20)
+    except (OSError, EOFError, zlib.error) as exc:  # gzip.BadGzipFile is an OSError
+        raise UserError(f"{path} is damaged or not gzip ({_short(exc)}): download it again") from None
+
+
+def _extract_zip(
+    archive: Path, staging: Path, names: tuple[str, ...] = NEEDED, optional: tuple[str, ...] = (SAMPLE,)
+) -> None:
+    """The competition's CSVs from `archive` (wherever they sit in it) into `staging`: the `names` it
+    must hold (the competition zip: train.csv and test.csv; a one-file download: that file), and the
+    `optional` ones it may."""
     size = archive.stat().st_size
     if size == 0:
         raise UserError(f"{archive} is empty (0 bytes): the download failed; fetch again with --force")
@@ -252,10 +284,10 @@ def _extract_zip(archive: Path, staging: Path) -> None:
                         "refusing to extract it: download the competition zip again from Kaggle"
                     )
             by_name = {Path(i.filename).name: i for i in members if not i.is_dir()}
-            missing = [n for n in NEEDED if n not in by_name]
+            missing = [n for n in names if n not in by_name]
             if missing:
                 raise UserError(f"{archive} has no {' or '.join(missing)}: is it the digit-recognizer zip?")
-            for name in (*NEEDED, SAMPLE):
+            for name in (*names, *optional):
                 if name in by_name:
                     with zf.open(by_name[name]) as src, open(staging / name, "wb") as dst:
                         shutil.copyfileobj(src, dst, 1 << 20)

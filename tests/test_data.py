@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import gzip
 import os
 import shutil
 import time
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -340,3 +342,54 @@ def test_cli_help_explains_every_option(workspace):
                 assert param.opts[0] in page.output, (name, param.opts[0])
                 assert param.help, (name, param.opts[0])
     assert "zip" in CliRunner().invoke(cli.app, ["fetch", "--help"]).output
+
+
+def _competition_csvs(tmp_path: Path) -> tuple[Path, Path]:
+    """The competition zip and the same CSVs unpacked."""
+    archive = tmp_path / "digit-recognizer.zip"
+    archive.write_bytes(digits.competition_zip(120, 30)[0])
+    csvs = tmp_path / "csvs"
+    with zipfile.ZipFile(archive) as zf:
+        zf.extractall(csvs)
+    return archive, csvs
+
+
+def _cached_arrays(ws: Path) -> dict[str, bytes]:
+    cache = ws / "data" / "digit-recognizer" / "cache"
+    return {p.name: p.read_bytes() for p in sorted(cache.glob("*.npy"))}
+
+
+@pytest.mark.parametrize("packing", ["zip", "gz"])
+def test_fetch_from_a_folder_of_one_file_downloads(workspace, tmp_path, packing):
+    # `kaggle competitions download -c digit-recognizer -f train.csv` (and -f test.csv) leaves
+    # train.csv.zip and test.csv.zip, each holding its CSV; gzip'd CSVs are read too.
+    archive, csvs = _competition_csvs(tmp_path)
+    _fetch(archive)
+    reference = _cached_arrays(workspace)
+    folder = tmp_path / "downloads"
+    folder.mkdir()
+    for name in ("train.csv", "test.csv"):
+        if packing == "zip":
+            with zipfile.ZipFile(folder / f"{name}.zip", "w", zipfile.ZIP_DEFLATED) as zf:
+                zf.write(csvs / name, name)
+        else:
+            with open(csvs / name, "rb") as src, gzip.open(folder / f"{name}.gz", "wb") as dst:
+                shutil.copyfileobj(src, dst)
+    summary, _ = _fetch(folder, force=True)
+    assert summary["rows"] == {"train.csv": 120, "test.csv": 30}
+    assert _cached_arrays(workspace) == reference
+
+
+@pytest.mark.parametrize("packing", ["zip", "gz"])
+def test_a_damaged_one_file_download_is_refused_in_one_line(workspace, tmp_path, packing):
+    _, csvs = _competition_csvs(tmp_path)
+    folder = tmp_path / "downloads"
+    folder.mkdir()
+    shutil.copyfile(csvs / "test.csv", folder / "test.csv")
+    (folder / f"train.csv.{packing}").write_bytes(b"PK\x03\x04 cut short" if packing == "zip" else b"\x1f\x8b cut")
+    with pytest.raises(UserError, match=f"train.csv.{packing} (is damaged|is not a zip)"):
+        _fetch(folder)
+    assert not (workspace / "data" / "digit-recognizer").exists() and not _leftovers(workspace)
+    (folder / f"train.csv.{packing}").unlink()
+    with pytest.raises(UserError, match=r"has no train.csv \(nor train.csv.zip or train.csv.gz\)"):
+        _fetch(folder)
