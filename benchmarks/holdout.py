@@ -68,7 +68,7 @@ def held_out(workspace: Path, holdout: int, seed: int) -> tuple[np.ndarray, np.n
     sys.path.insert(0, str(ROOT))
     os.environ["KAGGLE_MNIST_WORKSPACE"] = str(workspace)
     from competition import data
-    from competition.runs import holdout_split
+    from competition.runs.folder import holdout_split
 
     labels = data.load(log=lambda *a, **k: None).train_labels
     return labels, holdout_split(labels, holdout, seed)[1]
@@ -134,7 +134,7 @@ def measure_member(name: str, holdout: int, seed: int, options: list[str], workd
     command += options
     _, seconds = kaggle_mnist(command, workspace)
     labels, held = held_out(workspace, holdout, seed)
-    from competition.runs import Run
+    from competition.runs.folder import Run
 
     run = Run(max((workspace / "ensembles").glob("2*"), key=lambda p: p.stat().st_mtime))
     predicted = np.argmax(run.member_predictions(0, 0)[2], axis=1)
@@ -166,13 +166,13 @@ def precise(workdir: Path, name: str, holdout: int, seed: int) -> dict:
     workspace = workdir / f"{name}-h{holdout}-s{seed}"
     labels, held = held_out(workspace, holdout, seed)
     from competition import backend, data
-    from competition.runs import Run
+    from competition.runs.folder import Run
 
     run = max((Run(p.parent) for p in (workspace / "ensembles").glob("*/metrics.json")), key=lambda r: r.id)
     backend.select(run.settings.backend)
-    from competition import member, precise_bn
-    from competition.model import load
-    from competition.resume import predict_rows
+    from competition.training import member, precise_bn
+    from competition.training.model import load
+    from competition.training.resume import predict_rows
 
     member.configure_device(run.settings, [])
     rows, folds = run.rows(data.load(log=lambda *a, **k: None)), run.array("folds.npy")
@@ -242,7 +242,7 @@ def curve(workdir: Path, name: str, holdout: int, seed: int) -> None:
     """How the held-out accuracy of the plain mean grows with members, in training order (all folds of
     seed 0 first): what more members buy, from one logged run's files."""
     labels, held = held_out(workdir / f"{name}-h{holdout}-s{seed}", holdout, seed)
-    from competition.runs import Run
+    from competition.runs.folder import Run
 
     run = Run.latest()
     probs = [run.member_predictions(*member)[2] for member in run.members]
@@ -261,7 +261,7 @@ def mix(workdir: Path, names: list[str], holdout: int, seed: int) -> list[dict]:
     one recipe's members, where screened, is the yardstick). Returns one figure per combination."""
     from itertools import combinations
 
-    from competition.runs import Run, member_name
+    from competition.runs.folder import Run, member_name
 
     labels = held = None
     members = {}

@@ -79,7 +79,7 @@ def build(variant: dict):
     import keras
     from keras import layers
 
-    from competition import model
+    from competition.training import model
 
     keras.mixed_precision.set_global_policy(variant["policy"])
     keras.utils.set_random_seed(0)
@@ -148,7 +148,7 @@ def timed_epochs(variant: dict, rows, epochs: int) -> float:
     """Training images per second over `epochs` epochs, after one warm-up epoch."""
     import keras
 
-    from competition.resume import EpochBatches, EpochSeeds, ExactBackup, feed
+    from competition.training.resume import EpochBatches, EpochSeeds, ExactBackup, feed
 
     x, y, x_val, y_val = rows
     batch = variant.get("batch", 64)

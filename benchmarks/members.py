@@ -45,7 +45,7 @@ CANDIDATES = {
 
 def settings_for(options: dict):
     from competition import backend
-    from competition.settings import TrainSettings
+    from competition.training.settings import TrainSettings
 
     settings = dataclasses.replace(TrainSettings(), **options, cpu_threads=1)
     return settings.resolved(gpu=False, cpu_bfloat16=backend.cpu_bfloat16())
@@ -56,9 +56,9 @@ def timed(options: dict, epochs: int) -> tuple[float, int]:
     import keras
     import numpy as np
 
-    from competition import member
-    from competition.model import training_flops
-    from competition.resume import EpochBatches, feed
+    from competition.training import member
+    from competition.training.model import training_flops
+    from competition.training.resume import EpochBatches, feed
 
     settings = settings_for(options)
     keras.mixed_precision.set_global_policy(member.POLICIES[settings.precision])

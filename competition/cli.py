@@ -22,7 +22,7 @@ except ModuleNotFoundError:  # typer <= 0.24 (Kaggle's image) raises click's own
 
 from competition import environ
 from competition.errors import UserError
-from competition.settings import CHOICES, OPTIONS, RECIPES, Choice, Recipe, TrainSettings
+from competition.training.settings import CHOICES, OPTIONS, RECIPES, Choice, Recipe, TrainSettings
 
 DEFAULTS = TrainSettings()
 DEFAULT_ACCELERATOR = "NvidiaTeslaT4"  # kernels.DEFAULT_ACCELERATOR; a test checks they agree
@@ -229,7 +229,7 @@ def _train_here_or_on_kaggle(
             raise UserError("--fresh is for training here; --on kaggle re-attaches to or installs the run")
         return _train_on_kaggle(settings, accelerator, kernels, quiet)
     backends.select(settings.backend)
-    from competition import train as training
+    from competition.training import train as training
 
     return training.train(settings, fresh=fresh, quiet=quiet, workers=workers, only=only)
 
@@ -238,7 +238,7 @@ def _train_on_kaggle(settings: TrainSettings, accelerator: str, kernels: int, qu
     """Kaggle's GPUs instead of this machine's: nothing of Keras is loaded here."""
     from rich.console import Console
 
-    from competition import kernels as kaggle_kernels
+    from competition.kaggle import kernels as kaggle_kernels
     from competition.progress import live_terminal
 
     console = Console(highlight=False)
@@ -255,7 +255,7 @@ def _train_on_kaggle(settings: TrainSettings, accelerator: str, kernels: int, qu
 def kernel_script(settings: TrainSettings) -> None:
     """Print the script that `train --on kaggle` runs, to paste into a Kaggle notebook by hand
     (add the competition as input and a GPU accelerator): `kaggle-mnist kernel-script > train.py`."""
-    from competition import kernels as kaggle_kernels
+    from competition.kaggle import kernels as kaggle_kernels
 
     typer.echo(kaggle_kernels.kernel_script(settings.resolved(gpu=True)), nl=False)
 
@@ -273,7 +273,7 @@ def predict(
 
     if tta:  # only TTA runs the models; averaging saved probabilities needs no Keras (seconds faster)
         backends.select(_run_backend(run))
-    from competition import predict as predicting
+    from competition.scoring import predict as predicting
 
     predicting.predict(run, tta=tta, weights=weights.value, log=typer.echo)
 
@@ -288,7 +288,7 @@ def evaluate(
 
     from rich.console import Console
 
-    from competition import evaluate as evaluating
+    from competition.scoring import evaluate as evaluating
 
     console = Console(highlight=False)
     result = evaluating.evaluate(run)
@@ -308,7 +308,7 @@ def report(
     from competition import backend as backends
 
     backends.select(_run_backend(run))
-    from competition import report as reporting
+    from competition.scoring import report as reporting
 
     for path in reporting.report(run):
         typer.echo(str(path))
@@ -330,7 +330,7 @@ def predict_images(
     from competition import backend as backends
 
     backends.select(_run_backend(run))
-    from competition import images
+    from competition.scoring import images
 
     images.show_predictions(images.predict_images(paths, run=run, csv=csv), log=lambda line: typer.echo(line, err=True))
     if csv is not None:
@@ -351,7 +351,7 @@ def submit(
     ] = False,
 ) -> None:
     """Validate a submission file and send it to Kaggle; every submission is recorded in submissions/ledger.csv."""
-    from competition import submission
+    from competition.kaggle import submission
 
     submission.submit(file, message, wait, log=typer.echo)
 
@@ -359,7 +359,7 @@ def submit(
 @app.command()
 def submissions() -> None:
     """Show the ledger (CV accuracy and expected score of each submitted run) beside Kaggle's public scores."""
-    from competition import submission
+    from competition.kaggle import submission
 
     submission.show_submissions(log=typer.echo)
 
@@ -400,8 +400,8 @@ def run_all(
     run_dir = _train_here_or_on_kaggle(settings, on, accelerator, kernels, fresh, quiet, workers)
     if tta:
         backends.select(settings.backend)  # TTA runs the models (after --on kaggle, Keras is not loaded yet)
-    from competition import predict as predicting
-    from competition import submission
+    from competition.kaggle import submission
+    from competition.scoring import predict as predicting
 
     result = predicting.predict(run_dir.name, tta=tta, weights=weights.value, log=typer.echo)
     if do_submit:
@@ -410,7 +410,7 @@ def run_all(
 
 def _run_backend(run: str | None) -> str:
     """The backend the run that the command will use was trained with, read without importing Keras."""
-    from competition.runs import Run
+    from competition.runs.folder import Run
 
     try:
         return Run.open(run).backend

@@ -207,7 +207,7 @@ def _from_notebook_input(staging: Path) -> str:
 
 
 def _from_api(staging: Path, log: Log) -> str:
-    from competition import kaggle_api  # lazy: importing the kaggle client has side effects
+    from competition.kaggle import api as kaggle_api  # lazy: importing the kaggle client has side effects
 
     downloads = paths.data_dir().parent / ".downloads"
     _ensure_writable(downloads)

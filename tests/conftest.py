@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from competition import kaggle_api
+from competition.kaggle import api as kaggle_api
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -126,11 +126,11 @@ def trained_run(tmp_path_factory) -> tuple[Path, Path]:
     run (predict, evaluate, report, predict-images) or damage a copy of it. Returns (workspace, run
     folder)."""
     from competition import backend, data
-    from competition.settings import TrainSettings
+    from competition.training.settings import TrainSettings
     from tests import digits
 
     backend.select("tensorflow")
-    from competition import train
+    from competition.training import train
 
     root = tmp_path_factory.mktemp("trained")
     workspace = root / "ws"

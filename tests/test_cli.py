@@ -11,7 +11,7 @@ import pytest
 
 from competition import backend, cli
 from competition.errors import UserError
-from competition.settings import OPTIONS, TrainSettings
+from competition.training.settings import OPTIONS, TrainSettings
 from tests.conftest import ROOT, assert_clean_failure, rerun_continues, run_cli, start_cli
 
 backend.select("tensorflow")
@@ -173,6 +173,6 @@ def test_train_run_and_kernel_script_take_every_setting_from_the_one_table():
 
 
 def test_the_default_accelerator_is_the_kernels_own():
-    from competition import kernels
+    from competition.kaggle import kernels
 
     assert cli.DEFAULT_ACCELERATOR == kernels.DEFAULT_ACCELERATOR

@@ -6,14 +6,14 @@ import pytest
 
 from competition import backend, storage
 from competition.progress import duration
-from competition.settings import TrainSettings
+from competition.training.settings import TrainSettings
 from tests.conftest import TINY
 
 backend.select("tensorflow")
 
 
-from competition import estimate  # noqa: E402
-from competition import train as training  # noqa: E402
+from competition.training import estimate  # noqa: E402
+from competition.training import train as training  # noqa: E402
 
 
 def test_time_estimate_adds_epochs_predictions_and_fixed_costs():

@@ -9,10 +9,10 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from competition import ensemble
 from competition.errors import UserError
-from competition.runs import holdout_split, run_rows
-from competition.settings import TrainSettings
+from competition.runs.folder import holdout_split, run_rows
+from competition.scoring import ensemble
+from competition.training.settings import TrainSettings
 from tests import digits
 from tests.conftest import assert_clean_failure, run_cli
 

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from competition import images
+from competition.scoring import images
 from tests.conftest import assert_clean_failure, run_cli
 
 
@@ -77,7 +77,7 @@ def test_mixed_folder_predicts_the_readable_files_and_names_the_rest(in_run, tmp
     # probabilities, its arg max and its max.
     import keras
 
-    from competition.runs import Run
+    from competition.runs.folder import Run
 
     run = Run.latest()
     models = [keras.models.load_model(run.member_dir(*m) / "model.keras") for m in run.members]

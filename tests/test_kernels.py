@@ -12,8 +12,9 @@ from importlib.metadata import version
 
 import pytest
 
-from competition import data, kernels
-from competition.settings import RECIPES, TrainSettings
+from competition import data
+from competition.kaggle import kernels
+from competition.training.settings import RECIPES, TrainSettings
 from tests import digits
 from tests.conftest import ROOT, assert_clean_failure, run_cli, start_cli
 from tests.fake_kaggle import FakeKaggle, KaggleState
@@ -255,7 +256,7 @@ def test_the_gpu_estimate_prices_a_wider_network_by_its_multiply_adds():
 def test_a_404_names_what_kaggle_did_not_find_not_the_competition():
     import requests
 
-    from competition import kaggle_api
+    from competition.kaggle import api as kaggle_api
 
     response = requests.Response()
     response.status_code = 404
@@ -473,8 +474,8 @@ def _zip(path, names: dict[str, bytes]):
 
 @pytest.mark.parametrize("name", ["../escaped.txt", "run-1/../../escaped.txt", "another-run/model.keras"])
 def test_an_archive_with_files_outside_its_run_folder_is_refused_whole(tmp_path, name):
-    from competition import kernel_job
     from competition.errors import UserError
+    from competition.kaggle import job as kernel_job
 
     archive = _zip(tmp_path / "out.zip", {"run-1/config.json": b"{}", name: b"x"})
     target = tmp_path / "home" / "staging"
@@ -486,7 +487,8 @@ def test_an_archive_with_files_outside_its_run_folder_is_refused_whole(tmp_path,
 
 def _fake_output(monkeypatch, receipt: dict | str | None, archive: bytes | None):
     """kaggle_api.kernel_output leaving this receipt and archive in the folder, as a download would."""
-    from competition import kaggle_api, kernel_job
+    from competition.kaggle import api as kaggle_api
+    from competition.kaggle import job as kernel_job
 
     def download(ref, folder, names, missing):
         folder.mkdir(parents=True, exist_ok=True)
@@ -503,8 +505,8 @@ def _fake_output(monkeypatch, receipt: dict | str | None, archive: bytes | None)
 def test_an_archive_whose_checksum_does_not_match_its_receipt_is_refused(tmp_path, monkeypatch):
     import hashlib
 
-    from competition import kernels
     from competition.errors import UserError
+    from competition.kaggle import kernels
 
     archive = b"the archive's bytes"
     good = {"run_id": "run-1", "sha256": hashlib.sha256(archive).hexdigest(), "finished": True}
@@ -527,8 +529,8 @@ def test_a_stopped_kernels_output_that_does_not_match_its_receipt_is_not_continu
 ):
     import hashlib
 
-    from competition import kernel_job
     from competition.errors import UserError
+    from competition.kaggle import job as kernel_job
 
     root = tmp_path / "kaggle"
     earlier = root / "input" / "kaggle-mnist-abc"
@@ -552,7 +554,7 @@ def kernel_run(trained_run, tmp_path):
     """A copy of the shared trained run, as a kernel's unpacked output."""
     import shutil
 
-    from competition.runs import Run
+    from competition.runs.folder import Run
 
     _, run_dir = trained_run
     copy = tmp_path / "kernel-0" / run_dir.name
@@ -561,8 +563,8 @@ def kernel_run(trained_run, tmp_path):
 
 
 def test_a_run_from_kaggle_trained_with_other_settings_is_refused(kernel_run, tmp_path):
-    from competition import kernels
     from competition.errors import UserError
+    from competition.kaggle import kernels
 
     identity = kernel_run.identity()
     merged = kernels._merge([kernel_run], tmp_path / "merged", identity, None)
@@ -579,8 +581,8 @@ def test_a_run_from_kaggle_trained_with_other_settings_is_refused(kernel_run, tm
 def test_a_run_from_kaggle_missing_or_damaging_a_member_is_refused(kernel_run, tmp_path):
     import shutil
 
-    from competition import kernels
     from competition.errors import UserError
+    from competition.kaggle import kernels
 
     identity = kernel_run.identity()
     shutil.rmtree(kernel_run.member_dir(1, 0))
@@ -590,7 +592,7 @@ def test_a_run_from_kaggle_missing_or_damaging_a_member_is_refused(kernel_run, t
 
 
 def test_a_receipt_round_trips_and_a_foreign_one_is_refused(tmp_path):
-    from competition.kernel_job import Receipt
+    from competition.kaggle.job import Receipt
 
     receipt = Receipt("run-1", "ab" * 32, ["f0-s0"], False, ["f0-s0"])
     receipt.save(tmp_path / "r.json")
@@ -609,14 +611,14 @@ def test_the_users_side_of_the_kaggle_route_loads_no_keras():
     import subprocess
     import sys
 
-    probe = "import sys, competition.kernels; print(sorted(m for m in ('keras', 'tensorflow', 'jax') if m in sys.modules))"
+    probe = "import sys, competition.kaggle.kernels; print(sorted(m for m in ('keras', 'tensorflow', 'jax') if m in sys.modules))"
     result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, cwd=ROOT)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "[]"
 
 
 def test_the_kernels_record_round_trips_and_reads_the_older_format(tmp_path):
-    from competition.kernels import Kernel, KernelRecord, State
+    from competition.kaggle.kernels import Kernel, KernelRecord, State
 
     record = KernelRecord(tmp_path)
     assert record.runs == {}  # none yet

@@ -11,16 +11,16 @@ import pytest
 
 from competition import backend, storage
 from competition.errors import UserError
-from competition.runs import Run
-from competition.settings import TrainSettings
+from competition.runs.folder import Run
+from competition.training.settings import TrainSettings
 from tests.conftest import TINY, member_files
 
 backend.select("tensorflow")
 
 import keras  # noqa: E402
 
-from competition import member  # noqa: E402
-from competition import train as training  # noqa: E402
+from competition.training import member  # noqa: E402
+from competition.training import train as training  # noqa: E402
 
 
 @pytest.mark.parametrize("arch", ["lenet", "mlp"])  # bncnn, the default, trains in most tests

@@ -13,9 +13,9 @@ backend.select("tensorflow")
 import keras  # noqa: E402
 from keras import layers  # noqa: E402
 
-from competition import member  # noqa: E402
-from competition.model import BatchNorm, Conv2D, Dropout, RandomAffine, load, training_flops  # noqa: E402
-from competition.settings import TrainSettings  # noqa: E402
+from competition.training import member  # noqa: E402
+from competition.training.model import BatchNorm, Conv2D, Dropout, RandomAffine, load, training_flops  # noqa: E402
+from competition.training.settings import TrainSettings  # noqa: E402
 
 
 def blob(size: int = 28) -> np.ndarray:
@@ -186,7 +186,7 @@ def test_a_saved_model_loads_with_its_layers(tmp_path):
     }
     assert {
         type(layer).__module__ for layer in again.layers if type(layer).__name__ in ("Conv2D", "Dropout")
-    } == {"competition.model"}
+    } == {"competition.training.model"}
     np.testing.assert_allclose(again.predict(images, verbose=0), before, atol=1e-6)
 
 

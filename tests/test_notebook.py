@@ -13,7 +13,7 @@ import pytest
 from nbclient import NotebookClient
 from nbclient.exceptions import CellExecutionError
 
-from competition.submission import validation_errors
+from competition.kaggle.submission import validation_errors
 from tests import digits
 
 NOTEBOOK = Path(__file__).resolve().parents[1] / "notebooks" / "digit-recognizer.ipynb"

@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 
 from competition import backend
-from competition.runs import Run
-from competition.settings import TrainSettings
+from competition.runs.folder import Run
+from competition.training.settings import TrainSettings
 from tests.conftest import TINY
 from tests.digits import make_images
 
@@ -16,8 +16,8 @@ backend.select("tensorflow")
 
 import keras  # noqa: E402
 
-from competition import member, precise_bn  # noqa: E402
-from competition import train as training  # noqa: E402
+from competition.training import member, precise_bn  # noqa: E402
+from competition.training import train as training  # noqa: E402
 
 
 def test_the_statistics_are_those_of_the_layers_inputs_over_all_rows():

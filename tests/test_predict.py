@@ -5,14 +5,16 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from competition import backend, data, ensemble, expected, submission
-from competition.runs import Run
-from competition.settings import TrainSettings
+from competition import backend, data
+from competition.kaggle import submission
+from competition.runs.folder import Run
+from competition.scoring import ensemble, expected
+from competition.training.settings import TrainSettings
 from tests.conftest import assert_clean_failure, run_cli
 
 backend.select("tensorflow")
 
-from competition import predict as predicting  # noqa: E402
+from competition.scoring import predict as predicting  # noqa: E402
 
 
 def test_greedy_weights_prefer_the_better_component():
@@ -97,7 +99,7 @@ def test_unknown_weights_is_one_line(in_run):
 
 
 def test_choose_per_fold_never_fits_on_the_fold_it_reports():
-    from competition.predict import choose_per_fold
+    from competition.scoring.predict import choose_per_fold
 
     labels = np.array([0, 1, 0, 1])
     folds = np.array([0, 0, 1, 1])
@@ -112,7 +114,7 @@ def test_choose_per_fold_never_fits_on_the_fold_it_reports():
 
 
 def test_shift_images_moves_and_fills_black():
-    from competition.predict import shift_images
+    from competition.scoring.predict import shift_images
 
     image = np.zeros((1, 4, 4), dtype=np.uint8)
     image[0, 0, 0] = 255

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from competition import evaluate
+from competition.scoring import evaluate
 from tests.conftest import assert_clean_failure, run_cli
 
 

@@ -13,13 +13,13 @@ import pytest
 
 from competition import backend, locks
 from competition.errors import UserError
-from competition.runs import Run, same_run
-from competition.settings import TrainSettings
+from competition.runs.folder import Run, same_run
+from competition.training.settings import TrainSettings
 from tests.conftest import SHARED_RUN, TINY, assert_clean_failure, run_cli
 
 backend.select("tensorflow")
-from competition import predict as predicting  # noqa: E402
-from competition import train as training  # noqa: E402
+from competition.scoring import predict as predicting  # noqa: E402
+from competition.training import train as training  # noqa: E402
 
 
 @pytest.fixture
@@ -221,7 +221,7 @@ def test_tta_chosen_by_too_few_folds_writes_the_plain_mean(run_copy, monkeypatch
 def test_predict_images_skips_a_huge_picture_and_quotes_paths(run_copy, tmp_path, monkeypatch):
     from PIL import Image
 
-    from competition import images
+    from competition.scoring import images
 
     workspace, _ = run_copy
     folder = tmp_path / "pics, mine"
@@ -293,7 +293,7 @@ def test_predict_says_when_a_newer_run_is_unfinished(run_copy):
 
 
 def test_a_value_error_while_submitting_is_not_called_a_cut_download(monkeypatch, tmp_path):
-    from competition import kaggle_api
+    from competition.kaggle import api as kaggle_api
 
     class Client:
         def competition_submit(self, *args, **kwargs):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from competition import backend
-from competition.settings import TrainSettings
+from competition.training.settings import TrainSettings
 from tests.conftest import assert_clean_failure, run_cli
 
 backend.select("tensorflow")

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from competition import submission
 from competition.errors import UserError
+from competition.kaggle import submission
 
 
 def probs(labels):

@@ -186,8 +186,8 @@ def test_a_submission_without_a_ref_is_one_ledger_row(workspace, tmp_path, kaggl
 
 
 def test_submit_in_a_notebook_without_credentials_says_how_notebooks_submit(tmp_path, monkeypatch):
-    from competition import kaggle_api
     from competition.errors import UserError
+    from competition.kaggle import api as kaggle_api
 
     for name in ("KAGGLE_API_TOKEN", "KAGGLE_USERNAME", "KAGGLE_KEY", "KAGGLE_CONFIG_DIR"):
         monkeypatch.delenv(name, raising=False)

@@ -14,15 +14,15 @@ import pytest
 
 from competition import backend, data, storage
 from competition.errors import UserError
-from competition.runs import Run
-from competition.settings import TrainSettings
+from competition.runs.folder import Run
+from competition.training.settings import TrainSettings
 from tests.conftest import ROOT, TINY, member_files, run_cli
 
 backend.select("tensorflow")
 
 import keras  # noqa: E402
 
-from competition import train as training  # noqa: E402
+from competition.training import train as training  # noqa: E402
 
 
 def test_run_folder_is_complete_and_loadable(tiny_data):

@@ -8,8 +8,9 @@ import subprocess
 import sys
 import tomllib
 
-from competition import kernels, versions
-from competition.settings import TrainSettings
+from competition import versions
+from competition.kaggle import kernels
+from competition.training.settings import TrainSettings
 from tests.conftest import ROOT
 
 

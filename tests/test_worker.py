@@ -16,15 +16,15 @@ import pytest
 from competition import backend, storage
 from competition.errors import UserError
 from competition.progress import RunProgress
-from competition.runs import Run
-from competition.settings import TrainSettings
+from competition.runs.folder import Run
+from competition.training.settings import TrainSettings
 from tests.conftest import ROOT, TINY, rerun_continues, start_cli
 
 backend.select("tensorflow")
 
 
-from competition import train as training  # noqa: E402
-from competition import worker  # noqa: E402
+from competition.training import train as training  # noqa: E402
+from competition.training import worker  # noqa: E402
 
 
 @pytest.mark.slow
@@ -40,9 +40,9 @@ def test_members_spread_over_worker_processes_give_the_same_run(tiny_data):
 
 
 def test_a_worker_stops_when_its_parent_is_gone():
-    from competition import worker
+    from competition.training import worker
 
-    code = "from competition import worker; worker.stop_when_parent_goes(); import time; time.sleep(60)"
+    code = "from competition.training import worker; worker.stop_when_parent_goes(); import time; time.sleep(60)"
     proc = subprocess.Popen(
         [sys.executable, "-c", code],
         cwd=ROOT,
@@ -165,7 +165,7 @@ def test_one_worker_per_gpu_pinned_with_cuda_visible_devices(tiny_data, monkeypa
     popen = subprocess.Popen
 
     def recording_popen(command, env=None, **kwargs):
-        if "competition.worker" in command:
+        if "competition.training.worker" in command:
             pinned.append(env.get("CUDA_VISIBLE_DEVICES"))
         return popen(command, env=env, **kwargs)
 

@@ -9,10 +9,11 @@ import time
 import keras
 import numpy as np
 
-from competition import backend, member
+from competition import backend
 from competition.progress import console, duration
-from competition.resume import EpochBatches, feed, predict_rows
-from competition.settings import TrainSettings
+from competition.training import member
+from competition.training.resume import EpochBatches, feed, predict_rows
+from competition.training.settings import TrainSettings
 
 # Below this many training images a run takes a few minutes at most: not worth timing steps for.
 ESTIMATE_MIN_IMAGES = 300_000

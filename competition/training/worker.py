@@ -1,5 +1,5 @@
 """Members trained side by side in worker processes: `spawn` (in `kaggle-mnist train`) starts them and
-follows them, `python -m competition.worker RUN_DIR MEMBER...` is one of them. Members are independent,
+follows them, `python -m competition.training.worker RUN_DIR MEMBER...` is one of them. Members are independent,
 so this scales without the gradient syncing of a data-parallel model: one GPU per worker (as on a
 Kaggle "T4 x2" notebook), or on a CPU the run's `cpu_threads` cores each. Free of Keras: a worker
 imports it only after choosing the run's backend."""
@@ -16,8 +16,8 @@ from pathlib import Path
 
 from competition import backend, data, environ, paths, storage
 from competition.errors import SessionDeadline, UserError
-from competition.runs import Run, member_done_line, member_label, member_name
-from competition.settings import TrainSettings
+from competition.runs.folder import Run, member_done_line, member_label, member_name
+from competition.training.settings import TrainSettings
 
 # The exit code when the parent is gone: as if it had passed on a SIGTERM.
 ORPHANED = 143
@@ -61,7 +61,7 @@ def spawn(run: Run, todo, workers: int, gpus: list[str], steps_per_epoch: int, p
                 env["CUDA_VISIBLE_DEVICES"] = devices[w % len(devices)]
             log_path = logs / f"worker-{w}.log"
             with open(log_path, "ab") as log:
-                command = [sys.executable, "-m", "competition.worker", str(run_dir)]
+                command = [sys.executable, "-m", "competition.training.worker", str(run_dir)]
                 command += [member_name(*m) for m in share]
                 # stdin: a pipe this process holds open and never writes to; the worker stops when it
                 # closes, which is when this process ends, even by a SIGKILL (stop_when_parent_goes).
@@ -117,8 +117,8 @@ def epochs_logged(folder: Path) -> int:
 def work(run_dir: Path, names: list[str]) -> None:
     """A worker's share of a run: trains the named members. The parent holds the run's lock for it.
     Call after `backend.select`."""
-    from competition import member
     from competition.progress import RunProgress
+    from competition.training import member
 
     run = Run(Path(run_dir))
     dataset = data.load()

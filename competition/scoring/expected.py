@@ -18,7 +18,7 @@ import math
 import statistics
 from dataclasses import dataclass
 
-from competition.settings import RECIPES, TrainSettings
+from competition.training.settings import RECIPES, TrainSettings
 
 # Kaggle's public leaderboard for digit-recognizer scores about a quarter of the 28,000 test rows.
 PUBLIC_ROWS = 7_000

@@ -19,7 +19,7 @@ import keras
 import numpy as np
 
 from competition import storage
-from competition.runs import BACKUP_MARGIN_BYTES
+from competition.runs.folder import BACKUP_MARGIN_BYTES
 
 # The attributes that carry a callback's memory from one epoch to the next (Keras 3 names).
 _CALLBACK_STATE = ("wait", "best", "best_epoch", "stopped_epoch", "cooldown_counter")

@@ -19,7 +19,7 @@ from __future__ import annotations
 import keras
 import numpy as np
 
-from competition.resume import reseed
+from competition.training.resume import reseed
 
 # Rows a batch: large enough that a batch's own statistics, which normalise the layers above the one
 # being measured, are close to the population's; small enough to stay a few hundred MB at 1.5x width.

@@ -17,7 +17,7 @@ import pandas as pd
 
 from competition import locks, paths, storage
 from competition.errors import UserError
-from competition.expected import PUBLIC_ROWS, public_noise
+from competition.scoring.expected import PUBLIC_ROWS, public_noise
 
 HEADER = ["ImageId", "Label"]
 LEDGER_COLUMNS = [
@@ -173,7 +173,7 @@ def submit(
     max_wait_seconds: float = 900.0,
 ) -> dict:
     """Validates, checks today's allowance, uploads, records in the ledger, optionally waits for the score."""
-    from competition import kaggle_api
+    from competition.kaggle import api as kaggle_api
 
     path = Path(file) if file is not None else paths.workspace() / "submission.csv"
     check_file(path, expected_rows())
@@ -220,7 +220,7 @@ def _submission_limits(log):
     """Today's allowance, or None when Kaggle cannot tell us: the check only saves a wasted upload, so
     its failure does not block one (Kaggle refuses an upload over the limit itself). Credentials and
     rules problems are real, though: the upload would fail the same way."""
-    from competition import kaggle_api
+    from competition.kaggle import api as kaggle_api
 
     # Signing in first, outside the warning: without a client (no or bad credentials) the upload fails
     # the same way, and the user needs to read that once, as the error it is.
@@ -235,7 +235,7 @@ def _submission_limits(log):
 
 
 def _wait_for_score(entry: dict, log, poll_seconds: float, max_wait_seconds: float) -> dict:
-    from competition import kaggle_api
+    from competition.kaggle import api as kaggle_api
 
     ref, message = entry["ref"], entry["message"]
     # Without a ref the ledger row is found again by its time and file, so it is updated, not doubled.
@@ -286,7 +286,7 @@ def show_submissions(log=print) -> pd.DataFrame:
 
 def _ledger_with_scores() -> pd.DataFrame:
     """The ledger, each row's status and public score refreshed from the API (and recorded)."""
-    from competition import kaggle_api
+    from competition.kaggle import api as kaggle_api
 
     ledger = read_ledger()
     if ledger.empty:  # nothing to match: no need for credentials or the network

@@ -14,10 +14,11 @@ from matplotlib.colors import LogNorm
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
-from competition import backend, data, evaluate, storage
-from competition.expected import explain
-from competition.runs import Run
-from competition.settings import TrainSettings
+from competition import backend, data, storage
+from competition.runs.folder import Run
+from competition.scoring import evaluate
+from competition.scoring.expected import explain
+from competition.training.settings import TrainSettings
 
 DPI = 110
 
@@ -156,7 +157,7 @@ def augmentation_figure(
     """One digit of each class beside copies passed through the augmentation layer with the run's settings."""
     import keras
 
-    from competition.model import RandomAffine
+    from competition.training.model import RandomAffine
 
     rows = [int(np.flatnonzero(labels == d)[0]) for d in range(10) if np.any(labels == d)]
     originals = images[rows]

@@ -19,7 +19,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from competition import storage
 from competition.errors import UserError
-from competition.runs import Run
+from competition.runs.folder import Run
 
 SUFFIXES = {".png", ".jpg", ".jpeg"}
 BOX = 20  # MNIST: the digit fits in 20x20 ...
@@ -83,8 +83,8 @@ def predict_images(
     paths: Iterable[Path], run: str | None = None, csv: Path | None = None, log: Callable[[str], None] = print
 ) -> list[Prediction]:
     """Predicts every picture with the run's ensemble; unreadable files get an error, the rest go on."""
-    from competition.model import load as load_model
-    from competition.resume import predict_rows
+    from competition.training.model import load as load_model
+    from competition.training.resume import predict_rows
 
     files = image_files(paths)
     if not files:

@@ -32,10 +32,11 @@ from pathlib import Path
 
 import numpy as np
 
-from competition import ensemble, paths, storage
+from competition import paths, storage
 from competition.errors import UserError
-from competition.expected import expectation
-from competition.settings import INTRODUCED, RETIRED, TrainSettings
+from competition.scoring import ensemble
+from competition.scoring.expected import expectation
+from competition.training.settings import INTRODUCED, RETIRED, TrainSettings
 
 RUN_ARRAYS = ("oof_probs.npy", "oof_labels.npy", "test_probs.npy")
 MEMBER_FILES = ("model.keras", "oof.npz", "test.npy")

@@ -13,10 +13,12 @@ from collections.abc import Callable
 
 import numpy as np
 
-from competition import data, ensemble, paths, storage, submission
+from competition import data, paths, storage
 from competition.errors import UserError
-from competition.expected import expectation, explain
-from competition.runs import Run
+from competition.kaggle import submission
+from competition.runs.folder import Run
+from competition.scoring import ensemble
+from competition.scoring.expected import expectation, explain
 
 # One-pixel shifts (no flips: a flipped 6 is a 9); each adds one forward pass per member.
 TTA_SHIFTS = ((0, 1), (0, -1), (1, 0), (-1, 0))
@@ -185,8 +187,8 @@ def member_components(run: Run, tta: bool, log) -> dict[str, tuple[np.ndarray, n
 def _tta(model_path, oof_images, test_images, oof_probs, test_probs) -> tuple[np.ndarray, np.ndarray]:
     """A member's probabilities averaged over the unshifted image and its one-pixel shifts."""
     # Only TTA runs the models; the backend was chosen by the caller.
-    from competition.model import load as load_model
-    from competition.resume import predict_rows
+    from competition.training.model import load as load_model
+    from competition.training.resume import predict_rows
 
     model = load_model(model_path)
     oof_views, test_views = [oof_probs], [test_probs]

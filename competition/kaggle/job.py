@@ -20,8 +20,8 @@ from pathlib import Path
 
 from competition import data, environ, paths, storage
 from competition.errors import SessionDeadline, UserError
-from competition.runs import Run, member_name
-from competition.settings import TrainSettings
+from competition.runs.folder import Run, member_name
+from competition.training.settings import TrainSettings
 
 ARCHIVE = "kaggle-mnist-run.zip"
 RECEIPT = "kaggle-mnist-run.json"
@@ -70,7 +70,7 @@ def run_in_kernel(
     data.fetch(log=_print)
     continue_from_input()
     backend.select(settings.backend)
-    from competition import train
+    from competition.training import train
 
     if session_ends is not None:
         margin = min(STOP_MARGIN_SECONDS, (session_ends - time.time()) / 10)

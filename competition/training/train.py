@@ -17,12 +17,15 @@ from pathlib import Path
 
 import numpy as np
 
-from competition import backend, data, ensemble, estimate, locks, member, paths, runs, worker
+from competition import backend, data, locks, paths
 from competition.errors import SessionDeadline, UserError
-from competition.expected import explain
 from competition.progress import RunProgress, console, duration, results_table
-from competition.runs import Run, RunRows, member_name, run_rows
-from competition.settings import TrainSettings
+from competition.runs import folder as runs
+from competition.runs.folder import Run, RunRows, member_name, run_rows
+from competition.scoring import ensemble
+from competition.scoring.expected import explain
+from competition.training import estimate, member, worker
+from competition.training.settings import TrainSettings
 
 
 def train(

@@ -16,14 +16,16 @@ from pathlib import Path
 import keras
 import numpy as np
 
-from competition import backend, ensemble, environ, precise_bn, storage
+from competition import backend, environ, storage
 from competition.errors import SessionDeadline
-from competition.model import build_model
-from competition.model import load as load_model
 from competition.progress import RunProgress
-from competition.resume import EpochBatches, EpochSeeds, ExactBackup, Rows, feed, predict_rows
-from competition.runs import MEMBER_FILES, Run, RunRows, checksums, member_done_line, member_label
-from competition.settings import TrainSettings
+from competition.runs.folder import MEMBER_FILES, Run, RunRows, checksums, member_done_line, member_label
+from competition.scoring import ensemble
+from competition.training import precise_bn
+from competition.training.model import build_model
+from competition.training.model import load as load_model
+from competition.training.resume import EpochBatches, EpochSeeds, ExactBackup, Rows, feed, predict_rows
+from competition.training.settings import TrainSettings
 
 PREDICT_BATCH = 1024  # inference has no gradients to hold: big batches are free speed
 # Inside a Kaggle kernel: the time (seconds since the epoch) after which training stops at the next

@@ -36,11 +36,20 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from competition import data, environ, kaggle_api, locks, paths, storage
+from competition import data, environ, locks, paths, storage
 from competition.errors import UserError
-from competition.kernel_job import ARCHIVE, RECEIPT, STOP_MARGIN_SECONDS, Receipt, extract
-from competition.runs import MEMBER_LABEL, DamagedFile, Run, make_identity, member_name, run_rows, same_run
-from competition.settings import TrainSettings
+from competition.kaggle import api as kaggle_api
+from competition.kaggle.job import ARCHIVE, RECEIPT, STOP_MARGIN_SECONDS, Receipt, extract
+from competition.runs.folder import (
+    MEMBER_LABEL,
+    DamagedFile,
+    Run,
+    make_identity,
+    member_name,
+    run_rows,
+    same_run,
+)
+from competition.training.settings import TrainSettings
 
 RECORD = ".kaggle-kernels.json"
 DEFAULT_ACCELERATOR = "NvidiaTeslaT4"
@@ -85,11 +94,12 @@ Log = Callable[[str], None]
 def package_zip() -> bytes:
     """This package's source as a zip, byte for byte the same for the same code (fixed timestamps),
     so the same settings give the same script."""
-    root = Path(__file__).resolve().parent
+    root = Path(__file__).resolve().parents[1]
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
-        for path in sorted(root.glob("*.py")):
-            info = zipfile.ZipInfo(f"competition/{path.name}", date_time=(2020, 1, 1, 0, 0, 0))
+        for path in sorted(root.rglob("*.py")):
+            name = f"competition/{path.relative_to(root).as_posix()}"
+            info = zipfile.ZipInfo(name, date_time=(2020, 1, 1, 0, 0, 0))
             archive.writestr(info, path.read_bytes(), zipfile.ZIP_DEFLATED)
     return buffer.getvalue()
 
@@ -132,7 +142,7 @@ try:  # before anything is loaded or fetched: an image too old for us fails here
     versions.require(SETTINGS["backend"])
 except errors.UserError as exc:
     sys.exit("kaggle-mnist: this kernel image cannot run it: " + exc.message)
-from competition import kernel_job  # noqa: E402
+from competition.kaggle import job as kernel_job  # noqa: E402
 
 kernel_job.run_in_kernel(SETTINGS, MEMBERS, STARTED + SESSION_SECONDS)
 '''

@@ -7,8 +7,8 @@ import numpy as np
 from rich.table import Table
 from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
 
-from competition import ensemble
-from competition.runs import Run
+from competition.runs.folder import Run
+from competition.scoring import ensemble
 
 DIGITS = list(range(10))
 
