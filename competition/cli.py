@@ -22,10 +22,10 @@ except ModuleNotFoundError:  # typer <= 0.24 (Kaggle's image) raises click's own
 
 from competition import environ
 from competition.errors import UserError
+from competition.kaggle.machines import DEFAULT_ACCELERATOR, GPU_SHAPES
 from competition.training.settings import CHOICES, OPTIONS, RECIPES, Choice, Recipe, TrainSettings
 
 DEFAULTS = TrainSettings()
-DEFAULT_ACCELERATOR = "NvidiaTeslaT4"  # kernels.DEFAULT_ACCELERATOR; a test checks they agree
 WEIGHTS_HELP = (
     "mean (plain average of the members) or oof (blend weights from greedy selection, fitted fold by fold "
     "on the other folds' out-of-fold rows; kept only if not below the plain mean)."
@@ -65,9 +65,9 @@ OnOption = Annotated[
 AcceleratorOption = Annotated[
     str,
     typer.Option(
-        help="Kaggle GPU shape with --on kaggle: NvidiaTeslaT4 (two T4s, every account's), or where your "
-        "account has them NvidiaTeslaT4Highmem, NvidiaL4, NvidiaL4X1, NvidiaTeslaA100, NvidiaH100, "
-        "NvidiaRtxPro6000. TPUs are refused (this model would train on their CPU)."
+        help=f"Kaggle GPU shape with --on kaggle: {DEFAULT_ACCELERATOR} (two T4s, every account's), or where "
+        f"your account has them {', '.join(s for s in GPU_SHAPES if s != DEFAULT_ACCELERATOR)}. TPUs are "
+        "refused (this model would train on their CPU)."
     ),
 ]
 KernelsOption = Annotated[
@@ -255,9 +255,9 @@ def _train_on_kaggle(settings: TrainSettings, accelerator: str, kernels: int, qu
 def kernel_script(settings: TrainSettings) -> None:
     """Print the script that `train --on kaggle` runs, to paste into a Kaggle notebook by hand
     (add the competition as input and a GPU accelerator): `kaggle-mnist kernel-script > train.py`."""
-    from competition.kaggle import kernels as kaggle_kernels
+    from competition.kaggle.script import kernel_script as script
 
-    typer.echo(kaggle_kernels.kernel_script(settings.resolved(gpu=True)), nl=False)
+    typer.echo(script(settings.resolved(gpu=True)), nl=False)
 
 
 @app.command()

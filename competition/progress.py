@@ -1,11 +1,14 @@
 """What the user sees while `kaggle-mnist train` runs: one live bar for the whole run in a terminal;
 elsewhere (a notebook cell, `| cat`, `nohup`, CI) plain lines with the share done and the time left.
+The lines' format is defined here once: `train --on kaggle` finds them in a kernel's log by
+`is_progress_line`.
 
 Free of Keras, so commands that only print start fast; the Keras callback that feeds the bar from
 each training step is member.MemberProgress."""
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Callable
 
@@ -73,6 +76,28 @@ def time_left(
     return None
 
 
+# How progress names a member ("member 3/10 (fold 2, seed 0)") and starts a plain line: what
+# `is_progress_line` looks for in a kernel's log.
+MEMBER_LABEL = re.compile(r"member \d+/\d+")
+PLAIN_PREFIX = "progress: "
+
+
+def member_label(members: list[tuple[int, int]], member: tuple[int, int]) -> str:
+    """`member` (fold, seed index) as the run's `members`, in training order, number it."""
+    fold, seed_index = member
+    return f"member {members.index(member) + 1}/{len(members)} (fold {fold}, seed {seed_index})"
+
+
+def member_done_line(label: str, info: dict) -> str:
+    """The line progress prints as a member finishes, wherever it trained."""
+    return f"{label}: val acc {info['val_accuracy']:.4%} in {info['seconds']:.0f} s"
+
+
+def is_progress_line(line: str) -> bool:
+    """A plain progress line (share done, time left) or a finished member's line."""
+    return line.strip().startswith(PLAIN_PREFIX) or MEMBER_LABEL.search(line) is not None
+
+
 PLAIN_FIRST = 5.0  # seconds: the first plain line after the start one, so a short run shows its pace
 PLAIN_EVERY = 30.0  # seconds between plain lines once the run is under way
 
@@ -106,7 +131,7 @@ class PlainLines:
         left_text = f"about {duration(left)} left{estimate}" if left is not None else "time left: after the first steps"
         share = self.completed / self.total if self.total else 0.0
         doing = f" ({self.description})" if self.description else ""
-        self.write(f"progress: {share:.0%} done, {duration(elapsed)} elapsed, {left_text}{doing}")
+        self.write(f"{PLAIN_PREFIX}{share:.0%} done, {duration(elapsed)} elapsed, {left_text}{doing}")
 
 
 class RunProgress:

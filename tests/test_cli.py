@@ -170,9 +170,3 @@ def test_train_run_and_kernel_script_take_every_setting_from_the_one_table():
         "--backend jax",
     ]
     assert {option.split(" ")[0] for option in options} <= flags
-
-
-def test_the_default_accelerator_is_the_kernels_own():
-    from competition.kaggle import kernels
-
-    assert cli.DEFAULT_ACCELERATOR == kernels.DEFAULT_ACCELERATOR

@@ -13,7 +13,7 @@ from importlib.metadata import version
 import pytest
 
 from competition import data
-from competition.kaggle import kernels
+from competition.kaggle import follow, home, machines
 from competition.training.settings import RECIPES, TrainSettings
 from tests import digits
 from tests.conftest import ROOT, assert_clean_failure, run_cli, start_cli
@@ -241,16 +241,16 @@ def test_a_recipe_fills_in_what_the_command_line_leaves_at_its_default(workspace
 def test_the_gpu_estimate_prices_a_wider_network_by_its_multiply_adds():
     # bncnn at 1.5x and 2x width costs 2.24x and 3.97x the training FLOPs of width 1
     # (test_model.test_every_network_trains_and_prices_itself): width^2, within 1%.
-    start = kernels.KERNEL_START_SECONDS
+    start = machines.KERNEL_START_SECONDS
     plain = TrainSettings().resolved(gpu=True)
-    base = kernels.gpu_seconds(plain, 33_600, "NvidiaTeslaT4") - start
-    assert base == pytest.approx(10 * 20 * 33_600 / kernels.GPU_IMAGES_PER_SECOND["NvidiaTeslaT4"])
+    base = machines.gpu_seconds(plain, 33_600, "NvidiaTeslaT4") - start
+    assert base == pytest.approx(10 * 20 * 33_600 / machines.GPU_IMAGES_PER_SECOND["NvidiaTeslaT4"])
     for width in (1.5, 2.0):
         wide = TrainSettings(width=width).resolved(gpu=True)
-        assert kernels.gpu_seconds(wide, 33_600, "NvidiaTeslaT4") - start == pytest.approx(width**2 * base)
-    line = kernels._estimate_line(3600.0, "NvidiaTeslaT4", 1, 1.5)
+        assert machines.gpu_seconds(wide, 33_600, "NvidiaTeslaT4") - start == pytest.approx(width**2 * base)
+    line = machines.estimate_line(3600.0, "NvidiaTeslaT4", 1, 1.5)
     assert "over 1.5^2 at width 1.5" in line
-    assert "width" not in kernels._estimate_line(3600.0, "NvidiaTeslaT4", 1)
+    assert "width" not in machines.estimate_line(3600.0, "NvidiaTeslaT4", 1)
 
 
 def test_a_404_names_what_kaggle_did_not_find_not_the_competition():
@@ -263,15 +263,15 @@ def test_a_404_names_what_kaggle_did_not_find_not_the_competition():
     response.url = "https://storage.example/kernel-output/tester/k1/kaggle-mnist-run.zip?sig=x"
     error = requests.HTTPError("404 Client Error", response=response)
     missing = ("output of kernel tester/k1", "run the same command again")
-    message = kaggle_api._explain(error, "downloading the kernel's output", missing=missing).message
+    message = kaggle_api.explain(error, "downloading the kernel's output", missing=missing).message
     assert message == (
         "Kaggle found no output of kernel tester/k1 (kaggle-mnist-run.zip) (404) while downloading the "
         "kernel's output: run the same command again"
     )
     # The competition's calls say so; any other call does not blame the competition.
-    competition = kaggle_api._explain(error, "submitting", missing=kaggle_api.COMPETITION_MISSING)
+    competition = kaggle_api.explain(error, "submitting", missing=kaggle_api.COMPETITION_MISSING)
     assert "no competition 'digit-recognizer'" in competition.message
-    assert "competition" not in kaggle_api._explain(error, "pushing the kernel").message
+    assert "competition" not in kaggle_api.explain(error, "pushing the kernel").message
 
 
 @pytest.mark.parametrize("method", ["GetKernelSessionStatus", "ListKernelSessionOutput"])
@@ -395,17 +395,17 @@ def test_the_log_stream_keeps_the_latest_progress_or_member_line():
         "Epoch 2/2",
     ]
 
-    class Api:  # the client's stream: server-sent events, one per log line
-        def kernels_logs_stream(self, ref):
-            yield from ({"data": line + "\n"} for line in log[: self.upto])
+    shown = [0]  # lines the kernel has logged so far
 
-    api = Api()
-    streams = kernels._LogStreams(api)
+    def stream(ref):  # the client's stream: server-sent events, one per log line
+        yield from ({"data": line + "\n"} for line in log[: shown[0]])
+
+    streams = follow.LogStreams(stream)
     assert streams.can_stream and streams.latest() == ""
     seen = []
     for upto in range(1, len(log) + 1):
-        api.upto = upto
-        streams._read("me/kernel")  # what the background thread does, here in step
+        shown[0] = upto
+        streams.read("me/kernel")  # what the background thread does, here in step
         seen.append(streams.latest())
     assert seen == ["", log[1], log[2], log[3], log[3]]
 
@@ -506,22 +506,21 @@ def test_an_archive_whose_checksum_does_not_match_its_receipt_is_refused(tmp_pat
     import hashlib
 
     from competition.errors import UserError
-    from competition.kaggle import kernels
 
     archive = b"the archive's bytes"
     good = {"run_id": "run-1", "sha256": hashlib.sha256(archive).hexdigest(), "finished": True}
     _fake_output(monkeypatch, good, archive)
-    receipt = kernels._download_output("me/k", tmp_path / "a")
+    receipt = home.download_output("me/k", tmp_path / "a")
     assert (receipt.run_id, receipt.sha256, receipt.finished) == ("run-1", good["sha256"], True)
     _fake_output(monkeypatch, {**good, "sha256": "0" * 64}, archive)
     with pytest.raises(UserError, match="is damaged \\(its checksum does not match the receipt\\)"):
-        kernels._download_output("me/k", tmp_path / "b")
+        home.download_output("me/k", tmp_path / "b")
     _fake_output(monkeypatch, "{not json", archive)
     with pytest.raises(UserError, match="is damaged \\(not the receipt the kernel writes\\)"):
-        kernels._download_output("me/k", tmp_path / "c")
+        home.download_output("me/k", tmp_path / "c")
     _fake_output(monkeypatch, None, archive)
-    with pytest.raises(kernels.MissingOutput, match="left no kaggle-mnist-run.json"):
-        kernels._download_output("me/k", tmp_path / "d")
+    with pytest.raises(home.MissingOutput, match="left no kaggle-mnist-run.json"):
+        home.download_output("me/k", tmp_path / "d")
 
 
 def test_a_stopped_kernels_output_that_does_not_match_its_receipt_is_not_continued(
@@ -564,17 +563,16 @@ def kernel_run(trained_run, tmp_path):
 
 def test_a_run_from_kaggle_trained_with_other_settings_is_refused(kernel_run, tmp_path):
     from competition.errors import UserError
-    from competition.kaggle import kernels
 
     identity = kernel_run.identity()
-    merged = kernels._merge([kernel_run], tmp_path / "merged", identity, None)
+    merged = home.merge([kernel_run], tmp_path / "merged", identity, None)
     assert merged.finished and merged.metrics["cv_accuracy"] == kernel_run.metrics["cv_accuracy"]
     other = {**identity, "settings": {**identity["settings"], "epochs": identity["settings"]["epochs"] + 1}}
     with pytest.raises(UserError, match="was trained with other settings or data than this command's"):
-        kernels._merge([kernel_run], tmp_path / "other-settings", other, None)
+        home.merge([kernel_run], tmp_path / "other-settings", other, None)
     other_data = {**identity, "train_sha256": "0" * 64}
     with pytest.raises(UserError, match="was trained with other settings or data than this command's"):
-        kernels._merge([kernel_run], tmp_path / "other-data", other_data, None)
+        home.merge([kernel_run], tmp_path / "other-data", other_data, None)
     assert not (tmp_path / "other-settings").exists() and not (tmp_path / "other-data").exists()
 
 
@@ -582,17 +580,16 @@ def test_a_run_from_kaggle_missing_or_damaging_a_member_is_refused(kernel_run, t
     import shutil
 
     from competition.errors import UserError
-    from competition.kaggle import kernels
 
     identity = kernel_run.identity()
     shutil.rmtree(kernel_run.member_dir(1, 0))
     kernel_run.member_dir(0, 1).joinpath("test.npy").write_bytes(b"damaged")
     with pytest.raises(UserError, match="incomplete or damaged: f1-s0, f0-s1 \\(test.npy\\)"):
-        kernels._merge([kernel_run], tmp_path / "merged", identity, None)
+        home.merge([kernel_run], tmp_path / "merged", identity, None)
 
 
 def test_a_receipt_round_trips_and_a_foreign_one_is_refused(tmp_path):
-    from competition.kaggle.job import Receipt
+    from competition.kaggle.contract import Receipt
 
     receipt = Receipt("run-1", "ab" * 32, ["f0-s0"], False, ["f0-s0"])
     receipt.save(tmp_path / "r.json")
@@ -606,19 +603,19 @@ def test_a_receipt_round_trips_and_a_foreign_one_is_refused(tmp_path):
 
 
 def test_the_users_side_of_the_kaggle_route_loads_no_keras():
-    """kernels.py runs on the user's machine, where `--on kaggle` loads nothing of Keras or TensorFlow;
-    only kernel_job.py, inside the kernel, may (through train)."""
+    """The user's side of `--on kaggle` (kernels, follow, home, record, machines, script) loads nothing of
+    Keras or TensorFlow; only job.py, inside the kernel, may (through train)."""
     import subprocess
     import sys
 
-    probe = "import sys, competition.kaggle.kernels; print(sorted(m for m in ('keras', 'tensorflow', 'jax') if m in sys.modules))"
+    probe = "import sys, competition.kaggle.kernels, competition.kaggle.script; print(sorted(m for m in ('keras', 'tensorflow', 'jax') if m in sys.modules))"
     result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, cwd=ROOT)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "[]"
 
 
 def test_the_kernels_record_round_trips_and_reads_the_older_format(tmp_path):
-    from competition.kaggle.kernels import Kernel, KernelRecord, State
+    from competition.kaggle.record import Kernel, KernelRecord, State
 
     record = KernelRecord(tmp_path)
     assert record.runs == {}  # none yet

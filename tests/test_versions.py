@@ -9,7 +9,7 @@ import sys
 import tomllib
 
 from competition import versions
-from competition.kaggle import kernels
+from competition.kaggle import script as kernel_script
 from competition.training.settings import TrainSettings
 from tests.conftest import ROOT
 
@@ -62,7 +62,7 @@ def test_a_kernel_on_an_image_too_old_stops_first_with_one_line(tmp_path):
         "Metadata-Version: 2.1\nName: keras\nVersion: 3.12.0\n"
     )
     script = tmp_path / "script.py"
-    script.write_text(kernels.kernel_script(TrainSettings().resolved(gpu=True)))
+    script.write_text(kernel_script.kernel_script(TrainSettings().resolved(gpu=True)))
     env = {"PYTHONPATH": str(fake), "PATH": "/usr/bin:/bin", "HOME": str(tmp_path)}
     result = subprocess.run(
         [sys.executable, str(script)], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120

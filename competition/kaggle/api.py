@@ -1,4 +1,5 @@
-"""The Kaggle API, used by `kaggle-mnist fetch` and `kaggle-mnist submit`, through the `kaggle` package.
+"""The Kaggle API through the `kaggle` package: every call that `fetch`, `submit`, `submissions` and
+`train --on kaggle` (its kernels: push, status, logs, output) make goes through here.
 
 The client is imported lazily and fenced in: on kaggle 2.0.x `import kaggle` calls `exit()` when no
 credentials exist, 2.2.x prints its help text on import, and every version creates its config folder
@@ -14,7 +15,7 @@ import os
 import re
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -148,6 +149,75 @@ def _output_files(api: Any, ref: str) -> dict[str, str]:
                 return files
 
 
+def status_name(status: Any) -> str:
+    """A Kaggle status as one upper-case word, however the client spells it ("SubmissionStatus.COMPLETE",
+    "KernelWorkerStatus.RUNNING", "complete")."""
+    return str(status).split(".")[-1].upper()
+
+
+def kernel_url(ref: str) -> str:
+    return f"https://www.kaggle.com/code/{ref}"
+
+
+def username() -> str:
+    """The account's user name, as kernels are owned: from kaggle.json or KAGGLE_USERNAME."""
+    api = client()
+    owner = ""
+    with contextlib.suppress(Exception):
+        owner = api.get_config_value(api.CONFIG_NAME_USER) or ""
+    owner = owner or os.environ.get("KAGGLE_USERNAME", "")
+    if not owner:
+        raise UserError('cannot tell your Kaggle username: put it in kaggle.json ("username") or KAGGLE_USERNAME')
+    return owner
+
+
+def push_kernel(folder: Path, accelerator: str) -> Any:
+    """Pushes the kernel whose script and kernel-metadata.json are in `folder`; the client's response
+    (its `error` says what Kaggle refused)."""
+    api = client()
+    return call(lambda: api.kernels_push(str(folder), acc=accelerator), "pushing the kernel")
+
+
+def kernel_status(ref: str) -> Any:
+    """The client's status response for a kernel (`status`, `failure_message`)."""
+    api = client()
+    return call(
+        lambda: api.kernels_status(ref),
+        "checking the kernel",
+        missing=(f"kernel {ref}", "it may have been deleted; see " + kernel_url(ref)),
+    )
+
+
+def can_stream_logs() -> bool:
+    """Whether this client streams a running kernel's log (kaggle >= 2.2.3)."""
+    return hasattr(client(), "kernels_logs_stream")
+
+
+def kernel_log_stream(ref: str) -> Iterator[dict]:
+    """A running kernel's log as the server sends it, from its start: events {"data": text}."""
+    return client().kernels_logs_stream(ref)
+
+
+def kernel_log_lines(ref: str) -> list[str]:
+    """The kernel's stored log as text lines (written when its session ends): Kaggle returns a JSON list
+    of {"data": ...} entries; plain text is taken as it is."""
+    api = client()
+    raw = (
+        call(
+            lambda: api.kernels_logs(ref),
+            "reading the kernel log",
+            missing=(f"log of kernel {ref}", f"see {kernel_url(ref)}"),
+        )
+        or ""
+    )
+    try:
+        entries = json.loads(raw)
+        text = "".join(str(e.get("data", "")) for e in entries if isinstance(e, dict))
+    except (ValueError, AttributeError, TypeError):
+        text = raw
+    return text.splitlines()
+
+
 def submission_limits(competition: str = COMPETITION) -> Any | None:
     """Today's submission counts, or None where the client (kaggle < 2.2.4) cannot tell."""
     api = client()
@@ -208,7 +278,7 @@ def client() -> Any:
             f"{getattr(exc, 'filename', '') or '~/.kaggle'}): set KAGGLE_CONFIG_DIR to a folder you can write"
         ) from None
     except Exception as exc:  # network failures while a token is checked, among others
-        raise _explain(exc, "signing in to Kaggle") from None
+        raise explain(exc, "signing in to Kaggle") from None
     _CLIENT = api
     return api
 
@@ -272,7 +342,7 @@ def _with_retries(call: Callable[[], T], action: str, missing: tuple[str, str] |
             if attempt < ATTEMPTS and (status == 429 or (status is not None and status >= 500)):
                 time.sleep(_retry_after(exc) or BACKOFF_SECONDS * 2 ** (attempt - 1))
                 continue
-            error = _explain(exc, action, attempts=attempt, missing=missing)
+            error = explain(exc, action, attempts=attempt, missing=missing)
             error.status = status  # callers may treat some statuses as advisory
             raise error from None
     raise AssertionError("unreachable")
@@ -323,7 +393,7 @@ def _retry_after(exc: BaseException) -> float | None:
         return None
 
 
-def _explain(
+def explain(
     exc: BaseException, action: str, attempts: int = 1, missing: tuple[str, str] | None = None
 ) -> UserError:
     import requests  # a dependency of kaggle, so present whenever we got here

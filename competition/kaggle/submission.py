@@ -247,7 +247,7 @@ def _wait_for_score(entry: dict, log, poll_seconds: float, max_wait_seconds: flo
             for s in kaggle_api.submissions()
             if _ref(s) == ref or (not ref and _field(s, "description") == message)
         ]
-        status = str(_field(mine[0], "status")).split(".")[-1].upper() if mine else "PENDING"
+        status = kaggle_api.status_name(_field(mine[0], "status")) if mine else "PENDING"
         if status in ("COMPLETE", "ERROR"):
             score = str(_field(mine[0], "public_score") or "")
             found = {"ref": ref or _ref(mine[0]), "status": status, "public_score": score}
@@ -295,7 +295,7 @@ def _ledger_with_scores() -> pd.DataFrame:
     for index, row in ledger.iterrows():
         remote = by_ref.get(row["ref"])
         if remote is not None:
-            status = str(_field(remote, "status")).split(".")[-1].upper()
+            status = kaggle_api.status_name(_field(remote, "status"))
             score = str(_field(remote, "public_score") or "")
             if status != row["status"] or score != row["public_score"]:
                 ledger.loc[index, ["status", "public_score"]] = [status, score]

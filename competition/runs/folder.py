@@ -21,7 +21,6 @@ from __future__ import annotations
 import csv
 import functools
 import json
-import re
 import shutil
 import subprocess
 import time
@@ -47,21 +46,6 @@ BACKUP_MARGIN_BYTES = 16 << 20  # a member's two 4 MB epoch backups during a swa
 
 def member_name(fold: int, seed_index: int) -> str:
     return f"f{fold}-s{seed_index}"
-
-
-# How progress names a member ("member 3/10 (fold 2, seed 0)"), and the pattern that finds that name in
-# a log line: kernels.py reads a kernel's progress from its streamed log by it.
-MEMBER_LABEL = re.compile(r"member \d+/\d+")
-
-
-def member_label(settings: TrainSettings, member: tuple[int, int]) -> str:
-    fold, seed_index = member
-    return f"member {settings.members.index(member) + 1}/{len(settings.members)} (fold {fold}, seed {seed_index})"
-
-
-def member_done_line(label: str, info: dict) -> str:
-    """The line progress prints as a member finishes, wherever it trained."""
-    return f"{label}: val acc {info['val_accuracy']:.4%} in {info['seconds']:.0f} s"
 
 
 class DamagedFile(UserError):
@@ -606,9 +590,6 @@ __all__ = [
     "holdout_split",
     "make_identity",
     "make_folds",
-    "member_label",
-    "member_done_line",
-    "MEMBER_LABEL",
     "same_run",
     "create",
     "check_free_space",

@@ -18,8 +18,8 @@ import numpy as np
 
 from competition import backend, environ, storage
 from competition.errors import SessionDeadline
-from competition.progress import RunProgress
-from competition.runs.folder import MEMBER_FILES, Run, RunRows, checksums, member_done_line, member_label
+from competition.progress import RunProgress, member_done_line, member_label
+from competition.runs.folder import MEMBER_FILES, Run, RunRows, checksums
 from competition.scoring import ensemble
 from competition.training import precise_bn
 from competition.training.model import build_model
@@ -161,7 +161,7 @@ def train_members(run: Run, members, rows: RunRows, folds: np.ndarray, progress:
     """`members` of `run` one after the other in this process."""
     settings = run.settings
     for member in members:
-        label = member_label(settings, member)
+        label = member_label(settings.members, member)
         result = train_member(run, member, rows, folds, progress, label)
         progress.log(member_done_line(label, result))
 

@@ -16,7 +16,8 @@ from pathlib import Path
 
 from competition import backend, data, environ, paths, storage
 from competition.errors import SessionDeadline, UserError
-from competition.runs.folder import Run, member_done_line, member_label, member_name
+from competition.progress import member_done_line, member_label
+from competition.runs.folder import Run, member_name
 from competition.training.settings import TrainSettings
 
 # The exit code when the parent is gone: as if it had passed on a SIGTERM.
@@ -77,7 +78,7 @@ def spawn(run: Run, todo, workers: int, gpus: list[str], steps_per_epoch: int, p
             for m in todo:
                 if m not in reported and run.member_done(*m):
                     reported.add(m)
-                    progress.log(member_done_line(member_label(settings, m), run.member_info(*m)))
+                    progress.log(member_done_line(member_label(settings.members, m), run.member_info(*m)))
             stopped |= {w for w, p, _ in procs if p.poll() == DEADLINE_EXIT}
             failed = [(w, p, log) for w, p, log in procs if p.poll() not in (None, 0, DEADLINE_EXIT)]
             if failed:
