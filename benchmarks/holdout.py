@@ -68,7 +68,7 @@ def held_out(workspace: Path, holdout: int, seed: int) -> tuple[np.ndarray, np.n
     sys.path.insert(0, str(ROOT))
     os.environ["KAGGLE_MNIST_WORKSPACE"] = str(workspace)
     from competition import data
-    from competition.runs.folder import holdout_split
+    from competition.runs.rows import holdout_split
 
     labels = data.load(log=lambda *a, **k: None).train_labels
     return labels, holdout_split(labels, holdout, seed)[1]

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from competition.errors import UserError
-from competition.runs.folder import holdout_split, run_rows
+from competition.runs.rows import holdout_split, run_rows
 from competition.scoring import ensemble
 from competition.training.settings import TrainSettings
 from tests import digits

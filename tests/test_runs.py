@@ -13,7 +13,8 @@ import pytest
 
 from competition import backend, locks
 from competition.errors import UserError
-from competition.runs.folder import Run, same_run
+from competition.runs.folder import Run
+from competition.runs.identity import same_run
 from competition.training.settings import TrainSettings
 from tests.conftest import SHARED_RUN, TINY, assert_clean_failure, run_cli
 

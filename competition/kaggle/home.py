@@ -15,7 +15,10 @@ from competition.errors import UserError
 from competition.kaggle import api as kaggle_api
 from competition.kaggle.contract import ARCHIVE, RECEIPT, Receipt, extract
 from competition.kaggle.record import RunKernels
-from competition.runs.folder import DamagedFile, Run, member_name, same_run
+from competition.runs.files import DamagedFile
+from competition.runs.folder import Run, member_name
+from competition.runs.identity import same_run
+from competition.scoring.score import score_run
 
 
 def staging(root: Path, key: str) -> Path:
@@ -121,7 +124,7 @@ def merge(runs: list[Run], target: Path, identity: dict, dataset: data.Dataset) 
         (target / "metrics.json").unlink(missing_ok=True)
         rows = merged.rows(dataset)
         wall = {"wall_seconds": None, "trained_on": "kaggle"}
-        merged.score(rows.labels, merged.array("folds.npy"), wall, rows.held_labels)
+        score_run(merged, rows.labels, merged.array("folds.npy"), wall, rows.held_labels)
     else:
         try:
             for name in ("oof_probs.npy", "oof_labels.npy", "test_probs.npy", "folds.npy"):

@@ -30,7 +30,8 @@ from competition.kaggle.follow import Follow, Plan, shares
 from competition.kaggle.home import bring_home, installed_run
 from competition.kaggle.machines import DEFAULT_ACCELERATOR, estimate_line, gpu_seconds, machine_shape
 from competition.kaggle.record import KernelRecord
-from competition.runs.folder import make_identity, run_rows
+from competition.runs.identity import make_identity
+from competition.runs.rows import run_rows
 from competition.training.settings import TrainSettings
 
 Log = Callable[[str], None]

@@ -20,11 +20,9 @@ from __future__ import annotations
 
 import csv
 import functools
-import json
 import shutil
 import subprocess
 import time
-import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,9 +31,10 @@ import numpy as np
 
 from competition import paths, storage
 from competition.errors import UserError
-from competition.scoring import ensemble
-from competition.scoring.expected import expectation
-from competition.training.settings import INTRODUCED, RETIRED, TrainSettings
+from competition.runs.files import DamagedFile, checksums, read_json, verify
+from competition.runs.identity import same_run
+from competition.runs.rows import RunRows, make_folds, run_rows
+from competition.training.settings import TrainSettings
 
 RUN_ARRAYS = ("oof_probs.npy", "oof_labels.npy", "test_probs.npy")
 MEMBER_FILES = ("model.keras", "oof.npz", "test.npy")
@@ -46,14 +45,6 @@ BACKUP_MARGIN_BYTES = 16 << 20  # a member's two 4 MB epoch backups during a swa
 
 def member_name(fold: int, seed_index: int) -> str:
     return f"f{fold}-s{seed_index}"
-
-
-class DamagedFile(UserError):
-    """A file of a run that is missing or does not match what was recorded when it was written."""
-
-    def __init__(self, path: Path, what: str, repair: str):
-        super().__init__(f"{path} {what}: {repair}")
-        self.path = path
 
 
 @dataclass(frozen=True)
@@ -316,51 +307,13 @@ class Run:
         """The ensemble's out-of-fold probabilities and the true labels."""
         return self.array("oof_probs.npy"), self.array("oof_labels.npy")
 
-    def score(
-        self, labels: np.ndarray, folds: np.ndarray, wall: dict, held_labels: np.ndarray | None = None
-    ) -> dict:
-        """Scores the run from its members' verified predictions (`labels`, `folds`: the run's rows;
-        `held_labels`: a --holdout run's, for its test predictions); metrics.json, written last with the
-        checksums of the run's arrays, marks it finished."""
-        settings, run_dir, run = self.settings, self.dir, self
-        members, oof_parts, tests = [], [], []
-        for member in settings.members:
-            members.append(run.member_info(*member))
-            rows, probs, test = run.member_predictions(*member)
-            oof_parts.append((rows, probs))
-            tests.append(test)
-        oof, covered = ensemble.out_of_fold(oof_parts, len(labels))
-        assert covered.all(), "every row belongs to some fold"
-        fold_accuracy = {
-            str(f): ensemble.accuracy(oof[folds == f], labels[folds == f]) for f in range(settings.folds)
-        }
-        test_probs = ensemble.average(tests).astype(np.float32)
-        storage.save_npy(run_dir / "oof_probs.npy", oof.astype(np.float32))
-        storage.save_npy(run_dir / "oof_labels.npy", labels)
-        storage.save_npy(run_dir / "test_probs.npy", test_probs)
-        valid = [m for m in members if np.isfinite(m["seconds_per_epoch"])]
-        metrics = {
-            "run_id": run_dir.name,
-            "cv_accuracy": ensemble.accuracy(oof, labels),
-            # The plain mean's expected score on the rows the members predicted (None: not measured).
-            "expected_submission": expectation(settings, ensemble.accuracy(oof, labels), len(test_probs)),
-            "fold_accuracy": fold_accuracy,
-            "mean_member_accuracy": float(np.mean([m["val_accuracy"] for m in members])),
-            "members": members,
-            "rows": int(len(labels)),
-            "seconds_total": float(sum(m["seconds"] for m in members)),
-            **wall,
-            "seconds_per_epoch": float(np.mean([m["seconds_per_epoch"] for m in valid])) if valid else None,
-            "images_per_second_per_member": float(np.mean([m["images_per_second"] for m in valid]))
-            if valid
-            else None,
-            "files": checksums(run_dir, RUN_ARRAYS),
-        }
-        if held_labels is not None:
-            # The plain mean of all members on rows nothing trained or chose on: what the submission of
-            # this recipe scores (`predict` reports its own blend's figure).
-            metrics["holdout"] = ensemble.scored(test_probs, held_labels) | {"seed": settings.holdout_seed}
-        storage.write_json(run_dir / "metrics.json", metrics)
+    def finish(self, arrays: dict[str, np.ndarray], metrics: dict) -> dict:
+        """Writes the run's scored arrays (RUN_ARRAYS), then metrics.json with their checksums: written
+        last, it marks the run finished. Returns the metrics as written."""
+        for name in RUN_ARRAYS:
+            storage.save_npy(self.dir / name, arrays[name])
+        metrics = {"run_id": self.id, **metrics, "files": checksums(self.dir, RUN_ARRAYS)}
+        storage.write_json(self.dir / "metrics.json", metrics)
         self.__dict__["metrics"] = metrics  # the cached copy, if one was read before
         return metrics
 
@@ -370,138 +323,6 @@ class Run:
         except UserError:
             command = "kaggle-mnist train"
         return f"run `{command}` to repair the run (it retrains or rescores only what is damaged)"
-
-
-@dataclass(frozen=True)
-class RunRows:
-    """What a run trains on and predicts: its training rows (validated fold by fold), and the images
-    its members predict as the test set: test.csv's, or in a --holdout run the held-out rows, whose
-    labels only scoring reads."""
-
-    images: np.ndarray
-    labels: np.ndarray
-    test_images: np.ndarray
-    held_labels: np.ndarray | None = None
-    held_rows: np.ndarray | None = None  # their row numbers in train.csv
-
-
-def run_rows(settings: TrainSettings, dataset) -> RunRows:
-    """The one place a run's rows are cut from the competition data (`data.Dataset`): the --holdout
-    rows out first, then the first --subset of the rest (all with 0)."""
-    images, labels = dataset.train_images, dataset.train_labels
-    test_images, held_labels, held = dataset.test_images, None, None
-    if settings.holdout:
-        kept, held = holdout_split(labels, settings.holdout, settings.holdout_seed)
-        test_images, held_labels = images[held], labels[held]
-        images, labels = images[kept], labels[kept]
-    available = len(images)
-    if settings.subset > available:
-        # config.json would say N rows while fewer were trained on.
-        raise UserError(
-            f"--subset {settings.subset:,} is more than train.csv's {available:,} rows"
-            f"{' left after --holdout' if settings.holdout else ''}: use a smaller --subset, or 0 for all rows"
-        )
-    keep = slice(settings.subset or None)
-    return RunRows(images[keep], labels[keep], test_images, held_labels, held)
-
-
-def holdout_split(labels: np.ndarray, size: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """(kept rows, held-out rows), each sorted: a stratified draw of `size` rows, the same for the same
-    labels, size and seed, so two recipes measured with one seed are scored on the same rows."""
-    from sklearn.model_selection import train_test_split
-
-    classes = len(np.unique(labels))
-    if not classes <= size <= len(labels) - classes:
-        raise UserError(
-            f"--holdout {size:,} must leave at least one row of every digit on each side of the split "
-            f"of {len(labels):,} rows: use between {classes} and {len(labels) - classes:,}"
-        )
-    kept, held = train_test_split(
-        np.arange(len(labels)), test_size=size, stratify=labels, random_state=seed, shuffle=True
-    )
-    return np.sort(kept), np.sort(held)
-
-
-# ----------------------------------------------------------------------------------------------
-# Verified reading
-
-
-def read_json(path: Path, repair: str = "") -> dict:
-    """A JSON file written by this project, or one line naming it and what to do."""
-    path = Path(path)
-    repair = repair or "delete it and run the command that wrote it again"
-    try:
-        value = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise DamagedFile(path, "is missing", repair) from None
-    except (OSError, UnicodeDecodeError, ValueError) as exc:
-        raise DamagedFile(path, f"is damaged ({type(exc).__name__})", repair) from None
-    if not isinstance(value, dict):
-        raise DamagedFile(path, "is damaged (not a JSON object)", repair)
-    return value
-
-
-def verify(path: Path, expected_sha256: str | None, repair: str) -> None:
-    """Checks a file against the sha256 recorded when it was written; without a record (runs from
-    before checksums), checks that it opens as what its name says."""
-    path = Path(path)
-    if not path.is_file():
-        raise DamagedFile(path, "is missing", repair)
-    if expected_sha256 is not None:
-        if storage.sha256_file(path) != expected_sha256:
-            raise DamagedFile(path, "is damaged (its checksum does not match)", repair)
-        return
-    try:
-        if path.suffix == ".npy":
-            np.load(path, mmap_mode="r")
-        elif path.suffix in (".npz", ".keras"):
-            with zipfile.ZipFile(path) as archive:
-                if archive.testzip() is not None:
-                    raise ValueError("bad member")
-    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
-        raise DamagedFile(path, f"is damaged ({type(exc).__name__})", repair) from None
-
-
-def make_identity(settings: TrainSettings, dataset) -> dict:
-    """What makes a run the same run: its (resolved) settings and the data it trains on. config.json
-    holds it; the same command finds its unfinished run by it, and a run trained on Kaggle is checked
-    against it when it comes home."""
-    return {
-        "settings": settings.to_dict(),
-        "train_sha256": dataset.train_sha256,
-        "test_sha256": dataset.test_sha256,
-        "arrays_sha256": dataset.arrays_sha256,  # the cached arrays actually trained on
-    }
-
-
-def same_run(config: dict, identity: dict, exact: bool = False) -> bool:
-    """A run's config.json against an identity: the same settings on the same CSVs. `exact` (a run
-    continued on this machine): also the same CPU thread count and cached arrays; without it (a run
-    trained elsewhere), not those, which a GPU run never uses and another machine cannot know."""
-
-    def settings(values: dict) -> dict:
-        # A run saved before a setting existed trained as the code of its day (INTRODUCED, else the
-        # default); one saved with a setting since retired, at the value that trains as today's code,
-        # is today's.
-        every = {**TrainSettings().to_dict(), **INTRODUCED, **values["settings"]}
-        retired = {k for k, v in every.items() if k in RETIRED and v == RETIRED[k]}
-        return {k: v for k, v in every.items() if (exact or k != "cpu_threads") and k not in retired}
-
-    keys = ("train_sha256", "test_sha256", *(("arrays_sha256",) if exact else ()))
-    same_data = all(config.get(k) == identity.get(k) for k in keys)
-    return same_data and settings(config) == settings(identity)
-
-
-def make_folds(labels: np.ndarray, settings: TrainSettings) -> np.ndarray:
-    """The fold of every row: a stratified split seeded by `split_seed`, so the same labels and settings
-    give the same folds (what lets `Run.repair` rebuild a lost folds.npy)."""
-    from sklearn.model_selection import StratifiedKFold
-
-    splitter = StratifiedKFold(n_splits=settings.folds, shuffle=True, random_state=settings.split_seed)
-    folds = np.empty(len(labels), dtype=np.int8)
-    for fold, (_, val_rows) in enumerate(splitter.split(np.zeros(len(labels)), labels)):
-        folds[val_rows] = fold
-    return folds
 
 
 def create(settings: TrainSettings, identity: dict, labels: np.ndarray, gpus: list[str]) -> Run:
@@ -558,11 +379,6 @@ def _git_commit() -> str | None:
         return None
 
 
-def checksums(folder: Path, names) -> dict[str, str]:
-    """The sha256 of each named file in `folder`, to record beside them."""
-    return {name: storage.sha256_file(Path(folder) / name) for name in names}
-
-
 def _run_folders() -> list[Path]:
     root = paths.ensembles_dir()
     if not root.is_dir():
@@ -576,21 +392,3 @@ def _number(value: str):
         return float(value) if value not in ("", "NA") else float("nan")
     except ValueError:
         return value
-
-
-__all__ = [
-    "Run",
-    "DamagedFile",
-    "read_json",
-    "verify",
-    "checksums",
-    "member_name",
-    "RunRows",
-    "run_rows",
-    "holdout_split",
-    "make_identity",
-    "make_folds",
-    "same_run",
-    "create",
-    "check_free_space",
-]

@@ -19,7 +19,9 @@ import numpy as np
 from competition import backend, environ, storage
 from competition.errors import SessionDeadline
 from competition.progress import RunProgress, member_done_line, member_label
-from competition.runs.folder import MEMBER_FILES, Run, RunRows, checksums
+from competition.runs.files import checksums
+from competition.runs.folder import MEMBER_FILES, Run
+from competition.runs.rows import RunRows
 from competition.scoring import ensemble
 from competition.training import precise_bn
 from competition.training.model import build_model

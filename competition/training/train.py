@@ -21,9 +21,12 @@ from competition import backend, data, locks, paths
 from competition.errors import SessionDeadline, UserError
 from competition.progress import RunProgress, console, duration, results_table
 from competition.runs import folder as runs
-from competition.runs.folder import Run, RunRows, member_name, run_rows
+from competition.runs.folder import Run, member_name
+from competition.runs.identity import make_identity
+from competition.runs.rows import RunRows, run_rows
 from competition.scoring import ensemble
 from competition.scoring.expected import explain
+from competition.scoring.score import score_run
 from competition.training import estimate, member, worker
 from competition.training.settings import TrainSettings
 
@@ -58,7 +61,7 @@ def train(
         side_by_side = worker.cpu_workers(settings, len(settings.members), train_rows)
         settings = dataclasses.replace(settings, cpu_threads=max(1, backend.cpu_cores() // side_by_side))
     member.configure_device(settings, gpus)
-    identity = runs.make_identity(settings, dataset)
+    identity = make_identity(settings, dataset)
     unknown = sorted(set(only or []) - {member_name(*m) for m in settings.members})
     if unknown:
         raise UserError(
@@ -139,7 +142,7 @@ def _score(run: Run, rows: RunRows, wall: dict, whole: bool) -> None:
     """The finished run's CV (and held-out accuracy, expected submission score) into metrics.json."""
     settings = run.settings
     wall = {**wall, "wall_seconds_is_whole_run": whole}
-    metrics = run.score(rows.labels, run.array("folds.npy"), wall, rows.held_labels)
+    metrics = score_run(run, rows.labels, run.array("folds.npy"), wall, rows.held_labels)
     console.print(results_table(metrics["members"], metrics["fold_accuracy"], metrics["cv_accuracy"]))
     console.print(
         f"CV accuracy {metrics['cv_accuracy']:.4%} over {len(rows.labels):,} rows; trained in "
