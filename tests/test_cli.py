@@ -9,12 +9,11 @@ import time
 
 import pytest
 
-from competition import backend, cli
+from competition import cli
+from competition.cli import exits
 from competition.errors import UserError
 from competition.training.settings import OPTIONS, TrainSettings
 from tests.conftest import ROOT, assert_clean_failure, rerun_continues, run_cli, start_cli
-
-backend.select("tensorflow")
 
 
 @pytest.mark.slow
@@ -64,7 +63,7 @@ def test_train_errors_are_one_line(workspace, tmp_path):
 
 @pytest.fixture
 def sigint_restored():
-    """cli.main installs its Ctrl-C and SIGTERM handlers in this (pytest's) process: put pytest's back
+    """exits.run installs its Ctrl-C and SIGTERM handlers in this (pytest's) process: put pytest's back
     after."""
     handlers = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
     yield
@@ -84,9 +83,8 @@ def test_a_full_disk_is_one_line_not_a_bug(monkeypatch, capsys, sigint_restored)
     def full(*args, **kwargs):
         raise OSError(errno.ENOSPC, "No space left on device", "/work/ensembles/x/model.keras")
 
-    monkeypatch.setattr(cli, "app", full)
     with pytest.raises(SystemExit) as exit_info:
-        cli.main()
+        exits.run(full)
     err = capsys.readouterr().err
     assert exit_info.value.code == 74 and err.count("\n") == 1
     assert (
@@ -119,9 +117,8 @@ def test_a_missing_backend_library_is_one_line_with_the_install_command(monkeypa
 
 
 def test_an_interrupt_that_typer_turned_into_exit_code_130_is_said_once(monkeypatch, capsys, sigint_restored):
-    monkeypatch.setattr(cli, "app", lambda **kwargs: 130)
     with pytest.raises(SystemExit) as exit_info:
-        cli.main()
+        exits.run(lambda **kwargs: 130)
     assert_said_interrupted_once(exit_info, capsys)
 
 
@@ -131,14 +128,13 @@ def test_an_interrupt_that_tensorflow_turned_into_another_error_is_still_an_inte
     # Ctrl-C landing in TensorFlow's tracing can surface as a TypeError from a tensor conversion.
     def interrupted_then_wrapped(*args, **kwargs):
         try:
-            cli.on_interrupt(signal.SIGINT, None)
+            exits.on_interrupt(signal.SIGINT, None)
         except KeyboardInterrupt:
             raise TypeError("Failed to convert elements of (None, 5) to Tensor") from None
 
-    monkeypatch.setattr(cli, "app", interrupted_then_wrapped)
-    monkeypatch.setattr(cli, "interrupt_requested", False)
+    monkeypatch.setattr(exits, "interrupt_requested", False)
     with pytest.raises(SystemExit) as exit_info:
-        cli.main()
+        exits.run(interrupted_then_wrapped)
     assert_said_interrupted_once(exit_info, capsys)
 
 
