@@ -1,4 +1,6 @@
-"""Where things live. Every path the project uses is defined here, once.
+"""Where things live: the project's folders (the workspace, data/, ensembles/, submissions/, the
+notebook's mount), each defined here once. The files inside them are named by the module that writes
+them (a run's by runs/folder.py, the cache's by data.py, the kernels record by kaggle/record.py).
 
 The workspace is the current directory, or `/kaggle/working` inside a Kaggle notebook.
 `KAGGLE_MNIST_KAGGLE_ROOT` (environ.py) moves the notebook mount root (default `/kaggle`) so tests can fake one.

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from competition.errors import UserError
-from competition.kaggle import submission
+from competition.kaggle import ledger, submission
 
 
 def probs(labels):
@@ -53,12 +53,12 @@ def test_invalid_files_are_refused(tmp_path, body, needle):
 
 
 def test_ledger_adds_then_updates_by_ref(workspace):
-    submission.record({"time": "t", "run_id": "r", "ref": "7", "status": "PENDING"})
-    submission.record({"ref": "7", "status": "COMPLETE", "public_score": "0.99"})
-    submission.record({"time": "t2", "run_id": "r2", "ref": "8", "status": "PENDING"})
-    ledger = submission.read_ledger()
-    assert ledger["ref"].tolist() == ["7", "8"]
-    row = ledger.iloc[0]
+    ledger.record({"time": "t", "run_id": "r", "ref": "7", "status": "PENDING"})
+    ledger.record({"ref": "7", "status": "COMPLETE", "public_score": "0.99"})
+    ledger.record({"time": "t2", "run_id": "r2", "ref": "8", "status": "PENDING"})
+    table = ledger.read_ledger()
+    assert table["ref"].tolist() == ["7", "8"]
+    row = table.iloc[0]
     assert (row["status"], row["public_score"], row["run_id"]) == ("COMPLETE", "0.99", "r")
 
 
@@ -93,8 +93,8 @@ def test_without_local_data_the_competition_test_size_is_required(workspace):
 
 def test_ledger_update_by_time_and_file_when_there_is_no_ref(workspace):
     entry = {"time": "t", "run_id": "r", "sha256": "abc", "ref": "", "status": "PENDING"}
-    submission.record(entry)
-    submission.record({"status": "COMPLETE", "public_score": "0.98"}, key={"time": "t", "sha256": "abc"})
-    ledger = submission.read_ledger()
-    assert len(ledger) == 1
-    assert (ledger.loc[0, "status"], ledger.loc[0, "public_score"]) == ("COMPLETE", "0.98")
+    ledger.record(entry)
+    ledger.record({"status": "COMPLETE", "public_score": "0.98"}, key={"time": "t", "sha256": "abc"})
+    table = ledger.read_ledger()
+    assert len(table) == 1
+    assert (table.loc[0, "status"], table.loc[0, "public_score"]) == ("COMPLETE", "0.98")

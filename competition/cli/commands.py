@@ -245,9 +245,9 @@ def submit(
 @app.command()
 def submissions() -> None:
     """Show the ledger (CV accuracy and expected score of each submitted run) beside Kaggle's public scores."""
-    from competition.kaggle import submission
+    from competition.kaggle import ledger
 
-    submission.show_submissions(log=typer.echo)
+    ledger.show_submissions(log=typer.echo)
 
 
 @app.command("run")

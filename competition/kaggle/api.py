@@ -218,6 +218,19 @@ def kernel_log_lines(ref: str) -> list[str]:
     return text.splitlines()
 
 
+def field(item: Any, name: str) -> Any:
+    """A field of what the client returns for a submission, an object or (older clients) a dict with
+    camelCase keys."""
+    if isinstance(item, dict):
+        camel = "".join(w.capitalize() if i else w for i, w in enumerate(name.split("_")))
+        return item.get(name, item.get(camel))
+    return getattr(item, name, None)
+
+
+def submission_ref(item: Any) -> str:
+    return str(field(item, "ref") or "")
+
+
 def submission_limits(competition: str = COMPETITION) -> Any | None:
     """Today's submission counts, or None where the client (kaggle < 2.2.4) cannot tell."""
     api = client()

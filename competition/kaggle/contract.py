@@ -15,6 +15,9 @@ from competition.errors import UserError
 
 ARCHIVE = "kaggle-mnist-run.zip"
 RECEIPT = "kaggle-mnist-run.json"
+# Kaggle ends a session after 12 hours (GPU sessions may be given less; KAGGLE_MNIST_SESSION_SECONDS sets
+# a shorter limit: environ.session_seconds()). A kernel stops training this long before its end, keeps
+# what it finished and the half-trained member's backup as output, and a new kernel continues from there.
 STOP_MARGIN_SECONDS = 1200.0  # the epoch in flight, the predictions, packing the output
 
 

@@ -25,9 +25,9 @@ from competition.progress import is_progress_line
 from competition.runs.folder import member_name
 from competition.training.settings import TrainSettings
 
-TERMINAL = {"COMPLETE", "ERROR", "CANCEL_ACKNOWLEDGED"}
 # Right after a push, the status can still be the previous version's: a terminal state counts only
 # once this version was seen queued or running, or after KAGGLE_MNIST_KERNEL_STALE seconds (120).
+TERMINAL = {"COMPLETE", "ERROR", "CANCEL_ACKNOWLEDGED"}
 Log = Callable[[str], None]
 
 

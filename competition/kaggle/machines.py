@@ -34,11 +34,7 @@ KERNEL_START_SECONDS = 180  # a kernel's start: the image, the imports, the data
 # An account runs at most this many GPU sessions at once, batch kernels and open notebooks together;
 # Kaggle refuses a push beyond it ("Maximum batch GPU session count of 2 reached").
 GPU_SESSIONS = 2
-# Kaggle ends a session after 12 hours (GPU sessions may be given less): a kernel stops training this
-# long before its end, keeps what it finished and the half-trained member's backup as output, and a
-# new kernel continues from there. KAGGLE_MNIST_SESSION_SECONDS sets a shorter limit (for an account
-# with one, and for tests): environ.session_seconds().
-WEEKLY_GPU_HOURS = 30
+WEEKLY_GPU_HOURS = 30  # what Kaggle lends a verified account, said beside the estimate
 
 
 def _print(message: str) -> None:

@@ -1,4 +1,5 @@
-"""`kaggle-mnist predict` and `kaggle-mnist submit`: submission.csv, its validation, and the ledger.
+"""`kaggle-mnist predict` and `kaggle-mnist submit`: submission.csv, its validation, the upload and the
+wait for its score (each recorded in the ledger, ledger.py).
 
 A file is validated before it is written into place and again before any upload, so an invalid file
 never reaches Kaggle and never costs one of the day's submissions.
@@ -15,23 +16,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from competition import locks, paths, storage
+from competition import paths, storage
 from competition.errors import UserError
-from competition.scoring.expected import PUBLIC_ROWS, public_noise
+from competition.kaggle.ledger import ledger_path, record
 
 HEADER = ["ImageId", "Label"]
-LEDGER_COLUMNS = [
-    "time",
-    "run_id",
-    "file",
-    "sha256",
-    "cv_accuracy",
-    "expected_accuracy",  # what predict expected on the whole test set: "low-high" (about 95%)
-    "message",
-    "ref",
-    "status",
-    "public_score",
-]
+
 
 
 # ----------------------------------------------------------------------------------------------
@@ -104,7 +94,7 @@ def check_file(path: Path, expected_rows: int | None) -> None:
 
 
 # ----------------------------------------------------------------------------------------------
-# Writing and the ledger
+# Writing
 
 
 def write(probabilities: np.ndarray, run_id: str, name: str | None = None) -> Path:
@@ -120,40 +110,6 @@ def write(probabilities: np.ndarray, run_id: str, name: str | None = None) -> Pa
 
 def changed_predictions(probabilities: np.ndarray, reference: np.ndarray) -> int:
     return int(np.sum(np.argmax(probabilities, axis=1) != np.argmax(reference, axis=1)))
-
-
-def ledger_path() -> Path:
-    return paths.submissions_dir() / "ledger.csv"
-
-
-def read_ledger() -> pd.DataFrame:
-    path = ledger_path()
-    if not path.is_file():
-        return pd.DataFrame(columns=LEDGER_COLUMNS)
-    # A ledger written before a column existed reads with that column empty.
-    return pd.read_csv(path, dtype=str, keep_default_na=False).reindex(columns=LEDGER_COLUMNS, fill_value="")
-
-
-def record(entry: dict, key: dict | None = None) -> None:
-    """Adds or updates one ledger row, found by `key` (column values; default: the entry's submission
-    ref); the whole file is rewritten atomically, under a lock so two submits cannot lose a row."""
-    with locks.hold(ledger_path().with_name(".ledger.lock"), "the submissions ledger", wait=True):
-        ledger = read_ledger()
-        row = {
-            column: "" if entry.get(column) is None else str(entry.get(column, ""))
-            for column in LEDGER_COLUMNS
-        }
-        key = key if key is not None else ({"ref": row["ref"]} if row["ref"] else {})
-        match = (
-            ledger.index[np.logical_and.reduce([ledger[c] == str(v) for c, v in key.items()])] if key else []
-        )
-        if len(match):
-            for column, value in row.items():
-                if value != "":
-                    ledger.loc[match[0], column] = value
-        else:
-            ledger = pd.concat([ledger, pd.DataFrame([row])], ignore_index=True)
-        storage.write_atomic(ledger_path(), lambda tmp: ledger.to_csv(tmp, index=False))
 
 
 def now() -> str:
@@ -245,15 +201,15 @@ def _wait_for_score(entry: dict, log, poll_seconds: float, max_wait_seconds: flo
         mine = [
             s
             for s in kaggle_api.submissions()
-            if _ref(s) == ref or (not ref and _field(s, "description") == message)
+            if kaggle_api.submission_ref(s) == ref or (not ref and kaggle_api.field(s, "description") == message)
         ]
-        status = kaggle_api.status_name(_field(mine[0], "status")) if mine else "PENDING"
+        status = kaggle_api.status_name(kaggle_api.field(mine[0], "status")) if mine else "PENDING"
         if status in ("COMPLETE", "ERROR"):
-            score = str(_field(mine[0], "public_score") or "")
-            found = {"ref": ref or _ref(mine[0]), "status": status, "public_score": score}
+            score = str(kaggle_api.field(mine[0], "public_score") or "")
+            found = {"ref": ref or kaggle_api.submission_ref(mine[0]), "status": status, "public_score": score}
             record(found, key=key)
             if status == "ERROR":
-                reason = _field(mine[0], "error_description") or "no reason given"
+                reason = kaggle_api.field(mine[0], "error_description") or "no reason given"
                 raise UserError(f"Kaggle could not score the submission (ref {found['ref']}): {reason}")
             log(f"Public score: {score}")
             return found
@@ -263,55 +219,6 @@ def _wait_for_score(entry: dict, log, poll_seconds: float, max_wait_seconds: flo
                 "`kaggle-mnist submissions` shows its score once Kaggle has it"
             )
         time.sleep(poll_seconds)
-
-
-def show_submissions(log=print) -> pd.DataFrame:
-    """The ledger beside what the API says now, so CV and leaderboard sit side by side, shown with how
-    far apart two public scores must be to be told apart; returns it."""
-    ledger = _ledger_with_scores()
-    if ledger.empty:
-        log("No submissions recorded yet: `kaggle-mnist submit` records them in submissions/ledger.csv.")
-        return ledger
-    columns = ["time", "run_id", "cv_accuracy", "expected_accuracy", "public_score", "status", "ref", "message"]
-    log(ledger[columns].to_string(index=False))
-    scores = [float(s) for s in ledger["public_score"] if s.replace(".", "", 1).isdigit()]
-    if scores:
-        noise = public_noise(max(scores))
-        log(
-            f"The public score is measured on about {PUBLIC_ROWS:,} test rows: one standard error is "
-            f"{noise:.2%} at {max(scores):.2%}, so scores closer than about {2 * noise:.2%} are not told apart."
-        )
-    return ledger
-
-
-def _ledger_with_scores() -> pd.DataFrame:
-    """The ledger, each row's status and public score refreshed from the API (and recorded)."""
-    from competition.kaggle import api as kaggle_api
-
-    ledger = read_ledger()
-    if ledger.empty:  # nothing to match: no need for credentials or the network
-        return ledger
-    by_ref = {_ref(s): s for s in kaggle_api.submissions()}
-    for index, row in ledger.iterrows():
-        remote = by_ref.get(row["ref"])
-        if remote is not None:
-            status = kaggle_api.status_name(_field(remote, "status"))
-            score = str(_field(remote, "public_score") or "")
-            if status != row["status"] or score != row["public_score"]:
-                ledger.loc[index, ["status", "public_score"]] = [status, score]
-                record({"ref": row["ref"], "status": status, "public_score": score})
-    return ledger
-
-
-def _field(item, name: str):
-    if isinstance(item, dict):
-        camel = "".join(w.capitalize() if i else w for i, w in enumerate(name.split("_")))
-        return item.get(name, item.get(camel))
-    return getattr(item, name, None)
-
-
-def _ref(item) -> str:
-    return str(_field(item, "ref") or "")
 
 
 def expected_rows() -> int:

@@ -30,8 +30,6 @@ from competition.training.resume import EpochBatches, EpochSeeds, ExactBackup, R
 from competition.training.settings import TrainSettings
 
 PREDICT_BATCH = 1024  # inference has no gradients to hold: big batches are free speed
-# Inside a Kaggle kernel: the time (seconds since the epoch) after which training stops at the next
-# epoch's end, before Kaggle ends the session and takes everything with it (kernel_job.run_in_kernel).
 # Keras' "auto": XLA on a GPU; off on a CPU, where it is several times slower. A test sets True to
 # compile the GPU path's XLA graph (custom layers included) on a CPU.
 JIT_COMPILE: bool | str = "auto"
@@ -207,7 +205,8 @@ def callbacks(settings: TrainSettings, folder: Path, batches: EpochBatches, seed
 
 def _deadline(settings: TrainSettings) -> list:
     """The session's deadline as a callback, after the backup (which must have saved the epoch first),
-    when one is set."""
+    when one is set: inside a Kaggle kernel, the time after which training stops at the next epoch's
+    end, before Kaggle ends the session and takes everything with it (kaggle/job.py)."""
     deadline = environ.deadline()
     return [StopAtDeadline(deadline, settings.epochs)] if deadline else []
 

@@ -172,9 +172,7 @@ def mlp(x, dropout_rate: float, width: float):
     return layers.Dense(scaled(100, width), activation="relu")(x)
 
 
-# A small residual network (ttdoucet/mnist's design at 32-128 channels) and An et al.'s M3 at half width
-# were screened as members and did not pay for their cost (benchmarks/README.md, "What a member costs
-# and buys"); they are in git at 85d9cee.
+# Other networks screened as members, and what they bought for their cost: benchmarks/README.md.
 ARCHITECTURES: dict[str, Callable] = {"bncnn": bncnn, "lenet": lenet, "mlp": mlp}
 
 
@@ -190,9 +188,8 @@ class RandomAffine(layers.Layer):
     border). Computed in float32 under any precision policy: the warp is cheap, and the image kernels of
     some backends have no bfloat16 version.
 
-    Elastic distortion (Simard et al. 2003) was screened in this warp and did not pay: at alpha 34 much
-    worse, at 8 on 1.5x-wide members inside the noise (benchmarks/README.md); the code is in git at
-    c6e669b. Keras' RandomElasticTransform cannot stand in for it: its sigma is at most 1.4 pixels, it
+    Elastic distortion (Simard et al. 2003) did not pay in this warp (benchmarks/README.md). Keras'
+    RandomElasticTransform cannot stand in for it: its sigma is at most 1.4 pixels, it
     draws one field per batch with the same noise for both axes, and on TensorFlow it transforms only
     the first image of a batch whose size the graph does not know (as in `fit`).
     """
