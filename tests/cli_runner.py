@@ -1,4 +1,5 @@
-"""Runs the real CLI in this process with a fast clock, for subprocess tests.
+"""Runs the real CLI in this process with a fast clock, for subprocess tests (`python -m tests.cli_runner`:
+as a module, so that tests/kaggle/ never shadows the kaggle client on the path).
 
 Both our retries and the kaggle client's (2-32 s between download retries) sleep; a test that walks
 through every retry must not wait for real. Sleeping is cut to 10 ms; nothing else is changed.

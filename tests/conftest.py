@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -77,11 +78,40 @@ def cli_env(env: dict[str, str] | None = None) -> dict[str, str]:
     return full_env
 
 
+def kaggle_env(tmp_path: Path, proxy: str, credentials: str = "file") -> dict[str, str]:
+    """The environment that routes the real kaggle client to the fake Kaggle at `proxy`, with
+    `credentials` in a kaggle.json file, the environment, a token, or wrong."""
+    home = tmp_path / "home"
+    home.mkdir(exist_ok=True)
+    env = {
+        "HOME": str(home),
+        "KAGGLE_API_ENVIRONMENT": "LOCALHOST",
+        "http_proxy": proxy,
+        "HTTP_PROXY": proxy,
+        "no_proxy": "",
+        "NO_PROXY": "",
+        "KAGGLE_MNIST_KAGGLE_ROOT": str(tmp_path / "no-kaggle"),
+        "KAGGLE_MNIST_NETWORK_TIMEOUT": "3",
+    }
+    if credentials == "file":
+        (home / ".kaggle").mkdir(exist_ok=True)
+        config = home / ".kaggle" / "kaggle.json"
+        config.write_text(json.dumps({"username": "tester", "key": "secret-key"}))
+        config.chmod(0o600)
+    elif credentials == "env":
+        env.update({"KAGGLE_USERNAME": "tester", "KAGGLE_KEY": "secret-key"})
+    elif credentials == "token":
+        env["KAGGLE_API_TOKEN"] = "good-token"
+    elif credentials == "wrong":
+        env.update({"KAGGLE_USERNAME": "tester", "KAGGLE_KEY": "wrong-key"})
+    return env
+
+
 def run_cli(*args: str, cwd: Path, env: dict[str, str] | None = None, timeout: float = 240) -> Result:
     """The real command line in a fresh process, as a user would run it (with a fast clock for the
     retries' sleeps: cli_runner.py)."""
     proc = subprocess.run(
-        [sys.executable, str(ROOT / "tests" / "cli_runner.py"), *args],
+        [sys.executable, "-m", "tests.cli_runner", *args],
         cwd=cwd,
         env=cli_env(env),
         capture_output=True,
@@ -165,6 +195,25 @@ def tiny_data(workspace, tmp_path):
     digits.write_csvs(tmp_path / "csvs", n_train=600, n_test=40)
     data.fetch(tmp_path / "csvs", log=lambda _: None)
     return workspace
+
+
+# What the commit before the package's layout changed wrote: a run trained here (bncnn at width 0.25,
+# 2 members of 1 epoch on the first 300 of tiny_data's digits), one trained through the fake Kaggle with
+# its kernels record, and a ledger with one submission scored by the fake Kaggle.
+SAVED_BEFORE = ROOT / "tests" / "fixtures" / "saved-before"
+SAVED_LOCAL_RUN, SAVED_KAGGLE_RUN = "20261207-132737-bncnn-2x1", "20261207-132819-bncnn-2x1"
+SAVED_OPTIONS = ["--folds", "2", "--seeds", "1", "--epochs", "1", "--batch-size", "32", "--subset", "300", "--width", "0.25"]
+
+
+@pytest.fixture
+def saved_before(tiny_data) -> Path:
+    """tiny_data's workspace holding what an earlier version saved (SAVED_BEFORE): its runs, kernels
+    record and ledger, on the same data."""
+    import shutil
+
+    for name in ("ensembles", "submissions"):
+        shutil.copytree(SAVED_BEFORE / name, tiny_data / name)
+    return tiny_data
 
 
 def member_files(run_dir: Path) -> dict[str, int]:

@@ -1,11 +1,8 @@
-"""The progress bar's ETA in a terminal, and the plain lines elsewhere."""
+"""Progress: the ETA, and plain lines where there is no terminal."""
 
 from __future__ import annotations
 
-from competition import backend
 from competition.progress import RunProgress
-
-backend.select("tensorflow")
 
 
 def test_the_eta_follows_the_runs_average_pace_not_its_last_burst():
@@ -58,3 +55,4 @@ def test_without_a_terminal_plain_lines_say_the_share_done_and_the_time_left(cap
     quiet = RunProgress(10, quiet=True, get_time=lambda: 0.0, terminal=False)
     quiet.advance(5, "x")
     assert capsys.readouterr().out == ""
+

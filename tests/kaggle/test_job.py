@@ -1,0 +1,51 @@
+"""Inside the kernel: a stopped kernel's output is continued only when it matches its receipt."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import pytest
+
+
+def _zip(path, names: dict[str, bytes]):
+    import zipfile
+
+    with zipfile.ZipFile(path, "w") as archive:
+        for name, content in names.items():
+            archive.writestr(name, content)
+    return path
+
+
+@pytest.fixture(scope="session")
+def replay_dir(tmp_path_factory):
+    """Kernel runs kept for replay, shared by this session's test processes (pytest-xdist gives each
+    its own temporary folder, inside one they share)."""
+    base = tmp_path_factory.getbasetemp()
+    return (base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base) / "kernel-replays"
+
+
+def test_a_stopped_kernels_output_that_does_not_match_its_receipt_is_not_continued(
+    workspace, tmp_path, monkeypatch
+):
+    import hashlib
+
+    from competition.errors import UserError
+    from competition.kaggle import job as kernel_job
+
+    root = tmp_path / "kaggle"
+    earlier = root / "input" / "kaggle-mnist-abc"
+    earlier.mkdir(parents=True)
+    archive = _zip(earlier / kernel_job.ARCHIVE, {"run-1/config.json": b"{}"})
+    receipt = {"run_id": "run-1", "sha256": hashlib.sha256(archive.read_bytes()).hexdigest()}
+    receipt |= {"members": None, "finished": False, "done": []}
+    (earlier / kernel_job.RECEIPT).write_text(json.dumps({**receipt, "sha256": "0" * 64}))
+    monkeypatch.setenv("KAGGLE_MNIST_KAGGLE_ROOT", str(root))
+    monkeypatch.setenv("KAGGLE_MNIST_WORKSPACE", str(workspace))
+    with pytest.raises(UserError, match="does not match its receipt: the earlier kernel's output is damaged"):
+        kernel_job.continue_from_input()
+    assert not (workspace / "ensembles" / "run-1").exists()
+    (earlier / kernel_job.RECEIPT).write_text(json.dumps(receipt))  # intact: put back to be continued
+    kernel_job.continue_from_input()
+    assert (workspace / "ensembles" / "run-1" / "config.json").is_file()
+
