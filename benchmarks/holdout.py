@@ -214,10 +214,12 @@ def compare(names: list[str]) -> None:
     for name in names:
         found = sorted((k, e) for k, e in latest.items() if k[0] == name)
         scores = [e["holdout_accuracy"] for _, e in found]
-        cvs = [e.get("cv_accuracy", e.get("fold_accuracy")) for _, e in found]  # a member: its fold
+        # A member: its fold's accuracy; a rescored run (--precise-bn): none.
+        cvs = [c for _, e in found if (c := e.get("cv_accuracy", e.get("fold_accuracy"))) is not None]
         per_seed = ", ".join(f"seed {k[2]}: {e['holdout_accuracy']:.3%}" for k, e in found)
+        cv = f"CV {statistics.mean(cvs):.3%}; " if cvs else ""
         print(
-            f"{name}: held out {statistics.mean(scores):.3%} ({per_seed}); CV {statistics.mean(cvs):.3%}; "
+            f"{name}: held out {statistics.mean(scores):.3%} ({per_seed}); {cv}"
             f"{found[0][1]['members']} members x {found[0][1]['epochs']} epochs, "
             f"{found[0][1]['images_trained'] / 1e6:.2f} M images"
         )
