@@ -18,7 +18,7 @@ from competition import environ
 from competition.errors import UserError
 from competition.kaggle import api as kaggle_api
 from competition.kaggle.home import MissingOutput, download_output, staging
-from competition.kaggle.machines import GPU_SESSIONS
+from competition.kaggle.machines import GPU_SESSIONS, clock
 from competition.kaggle.record import Kernel, KernelRecord, RunKernels, State
 from competition.kaggle.script import kernel_script
 from competition.progress import is_progress_line
@@ -181,17 +181,17 @@ class Follow:
     def status(self, started: float, waiting: int) -> str:
         elapsed = time.time() - started
         states = ", ".join(f"{k.ref.rsplit('-', 1)[-1]} live" for k in self.live()) or "pushing"
-        line = f"Kaggle: {states} for {elapsed(elapsed)}"
+        line = f"Kaggle: {states} for {clock(elapsed)}"
         estimate = self.plan.estimate
         if estimate:
-            line += f" (estimate {elapsed(estimate)})"
+            line += f" (estimate {clock(estimate)})"
         if waiting:
             line += f"; {waiting} waiting for a GPU session"
         progress = self.streams.latest()
         if progress:
             return f"{line}; {progress}"
         if estimate:
-            line += f"; about {elapsed(max(0.0, estimate - elapsed))} left by the estimate"
+            line += f"; about {clock(max(0.0, estimate - elapsed))} left by the estimate"
         if not self.streams.can_stream:
             return f"{line}; progress shows when the kernel ends (kaggle < 2.2.3 cannot stream its log)"
         return line

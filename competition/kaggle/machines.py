@@ -90,13 +90,14 @@ def estimate_line(estimate: float | None, accelerator: str, kernels: int, width:
     )
     wider = f" at width 1, over {width:g}^2 at width {width:g}" if width != 1 else ""
     return (
-        f"Estimated GPU time: about {elapsed(estimate)} on {accelerator} "
+        f"Estimated GPU time: about {clock(estimate)} on {accelerator} "
         f"(at {GPU_IMAGES_PER_SECOND[accelerator]:,} training images/s{wider}: an assumed rate, not yet "
         f"measured on Kaggle), of the about {WEEKLY_GPU_HOURS} GPU hours Kaggle lends an account a week{more}"
     )
 
 
 
-def elapsed(seconds: float) -> str:
+def clock(seconds: float) -> str:
+    """Seconds as H:MM:SS."""
     minutes, secs = divmod(int(seconds), 60)
     return f"{minutes // 60}:{minutes % 60:02d}:{secs:02d}"
