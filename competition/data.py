@@ -3,6 +3,10 @@
 Sources, first that applies: `--from PATH` (the Kaggle zip or a folder of CSVs), the input mounted in a
 Kaggle notebook, the Kaggle API. Files are assembled and validated in a staging folder beside the
 target and swapped in only when all is well, so `data/digit-recognizer/` is either absent or valid.
+
+About 470 lines, on purpose: the sources, the checks every CSV passes and the cache are one staged
+transaction (nothing is swapped in until all of it is valid), and a reader checking that promise
+needs all three in view. Keras-free; imports the shared modules and, for the API source, kaggle/api.py.
 """
 
 from __future__ import annotations

@@ -81,8 +81,8 @@ def _reads(tree: ast.AST) -> list[tuple[int, str]]:
 def test_no_other_module_reads_the_project_variables():
     ours = _project_variables()
     offenders = [
-        f"{path.name}:{line} reads {name}"
-        for path in sorted((ROOT / "competition").glob("*.py"))
+        f"{path.relative_to(ROOT)}:{line} reads {name}"
+        for path in sorted((ROOT / "competition").rglob("*.py"))
         if path.name != "environ.py"
         for line, name in _reads(ast.parse(path.read_text(encoding="utf-8")))
         if name in ours

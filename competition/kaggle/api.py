@@ -4,6 +4,10 @@
 The client is imported lazily and fenced in: on kaggle 2.0.x `import kaggle` calls `exit()` when no
 credentials exist, 2.2.x prints its help text on import, and every version creates its config folder
 at import time. Every failure leaves here as one `UserError` that says what to do.
+
+About 500 lines, on purpose: every call the project makes to the client, with the retries, stall
+watch and error wording they share, is here and nowhere else, so a change of client version is read
+and mended in one file.
 """
 
 from __future__ import annotations
