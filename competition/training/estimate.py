@@ -37,6 +37,20 @@ def estimate_seconds(
     return -(-members // workers) * per_member
 
 
+def idle_note(members: int, workers: int) -> str | None:
+    """What a run whose members the workers do not divide evenly leaves idle, said with the estimate:
+    each worker trains its share one member after another, so the last round has fewer members than
+    cores. None when every round is full."""
+    left = members % workers if workers > 1 else 0
+    if not left:
+        return None
+    return (
+        f"{members} members on {workers} workers: the last {left} train while {workers - left} of the "
+        f"cores idle; {members - left} or {members + workers - left} members (folds x seeds) keep every "
+        "core busy"
+    )
+
+
 def cpu_estimate(
     settings: TrainSettings,
     members: int,

@@ -122,6 +122,9 @@ def _train_members(run: Run, todo, rows: RunRows, gpus, workers, quiet, started,
         )
         if expected is not None:
             estimated = expected + time.perf_counter() - started  # the whole command, as wall_seconds
+            note = estimate.idle_note(len(todo), workers)
+            if note:
+                console.print(f"[dim]{note}.[/dim]")
     total_steps = len(todo) * settings.epochs * steps_per_epoch
     with RunProgress(total_steps, quiet, expected_seconds=expected) as progress:
         try:

@@ -52,3 +52,11 @@ def test_time_estimate_with_workers_lasts_as_long_as_the_busiest_share():
     assert estimate.estimate_seconds(3, 3, 1000, 500, 100.0, 250.0, 4.0, workers=2) == pytest.approx(72.0)
     assert estimate.estimate_seconds(4, 3, 1000, 500, 100.0, 250.0, 4.0, workers=4) == pytest.approx(36.0)
 
+
+def test_a_run_whose_members_the_workers_do_not_divide_says_a_core_idles():
+    assert estimate.idle_note(4, 2) is None and estimate.idle_note(5, 1) is None
+    assert estimate.idle_note(10, 2) is None
+    note = estimate.idle_note(5, 2)
+    assert "the last 1 train while 1 of the cores idle" in note and "4 or 6 members" in note
+    assert "2 or 4 members" in estimate.idle_note(3, 2)
+
