@@ -1,4 +1,5 @@
-"""`kaggle-mnist run` (pipeline.run): a --holdout run scores its predictor and has nothing to submit."""
+"""`kaggle-mnist run` (pipeline.run): a --holdout run scores its predictor and has nothing to submit;
+what only training here can do is refused on Kaggle before any work."""
 
 from __future__ import annotations
 
@@ -38,3 +39,17 @@ def test_a_holdout_run_cannot_be_submitted(workspace):
     result = run_cli("run", "--holdout", "100", "--submit", cwd=workspace)
     assert_clean_failure(result, "nothing to submit")
 
+
+
+@pytest.mark.parametrize(
+    "command, needle",
+    [
+        (["train", "--on", "kaggle", "--fresh"], "--fresh is for training here"),
+        (["run", "--on", "kaggle", "--fresh"], "--fresh is for training here"),
+        (["train", "--on", "kaggle", "--members", "f0-s0"], "--members is for training here"),
+    ],
+)
+def test_what_only_training_here_can_do_is_refused_on_kaggle_before_any_work(workspace, command, needle):
+    result = run_cli(*command, cwd=workspace)
+    assert_clean_failure(result, needle)
+    assert not (workspace / "data").exists()  # refused before fetching anything
