@@ -23,8 +23,11 @@ from competition.training.settings import RECIPES, TrainSettings
 # Kaggle's public leaderboard for digit-recognizer scores about a quarter of the 28,000 test rows.
 PUBLIC_ROWS = 7_000
 # Settings that do not change what a recipe predicts (or change it only by seed noise): ignored when a
-# run is matched to a measured recipe.
-NOT_RECIPE = ("backend", "precision", "epoch_validation", "cpu_threads", "seed", "holdout", "holdout_seed")
+# run is matched to a measured recipe. precise_bn: on a whole run one image of 8,400 (benchmarks/README.md,
+# "Precise batch norm"), and the draws below were measured without it.
+NOT_RECIPE = (
+    "backend", "precision", "epoch_validation", "cpu_threads", "seed", "holdout", "holdout_seed", "precise_bn"
+)
 
 
 @dataclass(frozen=True)
