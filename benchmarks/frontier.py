@@ -39,7 +39,7 @@ class Point:
     accuracy: dict[int, float] = field(default_factory=dict)  # holdout seed -> held-out accuracy
     gain: dict[int, tuple[int, int]] = field(default_factory=dict)  # seed -> (rows fixed, rows broken)
     seconds: dict[str, list[float]] = field(default_factory=dict)  # device -> 2-worker wall times
-    other_times: list[str] = field(default_factory=list)  # times not comparable, as text
+    one_core: dict[str, list[float]] = field(default_factory=dict)  # device -> times of one-core runs
     commits: set[str] = field(default_factory=set)
     holdout: int = 8400
 
@@ -93,9 +93,7 @@ def points(entries: list[dict]) -> list[Point]:
         if workers_of(entry["command"]) == 2:
             point.seconds.setdefault(entry["device"], []).append(entry["wall_seconds"])
         else:
-            point.other_times.append(
-                f"{entry['wall_seconds'] / 60:.0f} min with one core a run, two runs side by side ({entry['device']})"
-            )
+            point.one_core.setdefault(entry["device"], []).append(entry["wall_seconds"])
     return list(found.values())
 
 
@@ -121,7 +119,7 @@ def table(found: list[Point], device: str) -> str:
         "# The accuracy-time frontier",
         "",
         f"Written by `python benchmarks/frontier.py` from `holdout.jsonl`; the picture is `frontier.png`. "
-        f"Wall time: `kaggle-mnist run --holdout 8400` end to end on 2 workers on a 2-core {device} "
+        f"Wall time: `kaggle-mnist run --holdout 8400` end to end on 2 workers on {device} "
         "(median of the runs, range in brackets). Held-out accuracy on 8,400 rows per holdout seed; "
         f"paired: rows fixed / broken against `{REFERENCE}` on the same rows, and the mean gain in points.",
         "",
@@ -135,7 +133,11 @@ def table(found: list[Point], device: str) -> str:
             wall += f" ({min(times) / 60:.1f}-{max(times) / 60:.1f}, {len(times)} runs)" if len(times) > 1 else " (1 run)"
         else:
             elsewhere = [f"{statistics.median(t) / 60:.0f} min on {d}" for d, t in point.seconds.items()]
-            wall = "not timed here: " + "; ".join(elsewhere + point.other_times)
+            elsewhere += [
+                f"{', '.join(f'{x / 60:.0f}' for x in t)} min with one core a run, two runs side by side, on {d}"
+                for d, t in point.one_core.items()
+            ]
+            wall = "not timed here: " + "; ".join(elsewhere)
         seeds = [f"{point.accuracy[s]:.3%}" if s in point.accuracy else "" for s in SEEDS]
         if point.recipe == REFERENCE:
             paired = "(the reference)"
@@ -147,7 +149,7 @@ def table(found: list[Point], device: str) -> str:
             paired = ""
         frontier = "yes" if on_frontier(point, found, device) else ""
         lines.append(
-            f"| {point.recipe} | `{point.options or '(none)'}` | {point.members} x {point.epochs} | {wall} | "
+            f"| {point.recipe} | {f'`{point.options}`' if point.options else '(none)'} | {point.members} x {point.epochs} | {wall} | "
             f"{seeds[0]} | {seeds[1]} | {paired} | {frontier} | {', '.join(sorted(point.commits))} |"
         )
     return "\n".join(lines) + "\n"
@@ -194,7 +196,8 @@ def picture(found: list[Point], device: str, path: Path) -> None:
         label = f"{point.recipe}: {point.members} x {point.epochs}\n{point.options or '(defaults)'}"
         ax.annotate(label, (x, point.paired), textcoords="offset points", xytext=(6, 4), fontsize=7)
     ax.axhline(0, color="grey", linewidth=0.8)
-    ax.set_xlabel(f"wall time to train and predict, minutes (2 workers, 2-core {device})")
+    ax.set_xlim(left=0)
+    ax.set_xlabel(f"wall time to train and predict, minutes (2 workers, {device})")
     ax.set_ylabel("held-out accuracy minus the default's, paired (points)")
     ax.set_title(
         "Accuracy-time frontier: `kaggle-mnist run --holdout 8400`, mean of holdout seeds 0 and 1\n"
