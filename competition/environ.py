@@ -3,8 +3,8 @@ docs/robustness.md). Plain Python, no Keras: both sides of the Kaggle route impo
 
 Each is read when it is needed, not when a module is imported, so a parent process or a test that
 sets one is heeded. A value that is not a number fails in one line naming the variable. Not here: the
-kaggle client's own variables (KAGGLE_CONFIG_DIR, KAGGLE_USERNAME, ...), read where kaggle_api.py and
-kernels.py mirror the client's lookup, and CUDA_VISIBLE_DEVICES, which worker.py honours as the user set it.
+kaggle client's own variables (KAGGLE_CONFIG_DIR, KAGGLE_USERNAME, ...), read where kaggle/api.py
+mirrors the client's lookup, and CUDA_VISIBLE_DEVICES, which training/worker.py honours as the user set it.
 """
 
 from __future__ import annotations

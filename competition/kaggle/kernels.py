@@ -1,20 +1,21 @@
 """`kaggle-mnist train --on kaggle`: the run trained on Kaggle's GPUs, followed from here, brought home.
 
 Runs on the USER'S machine and stays free of Keras (`--on kaggle` loads none of it); what runs inside
-the kernel is kernel_job.py.
+the kernel is job.py. This module tells the story in order; each step is a module of its own:
+machines.py (the shape and the estimate), script.py (what is pushed), follow.py (pushing and following),
+record.py (the kernels pushed), home.py (the output checked, merged and installed).
 
 A private *script* kernel is pushed with the competition as its data source, the accelerator set
 explicitly (`enable_gpu` alone gets a P100, which the image's PyTorch no longer supports), and this
 package embedded in the script, so nothing is installed from the internet and the image's own
 TensorFlow and Keras are used. Inside, the script runs the same `train` (both GPUs of a T4 x2 through
 the usual worker processes) and leaves the run in /kaggle/working as one zip beside a receipt with its
-sha256 (kernel_job.py). Here, the kernel is followed with a live status line; Ctrl-C only detaches, and
+sha256 (contract.py). Here, the kernel is followed with a live status line; Ctrl-C only detaches, and
 the same command re-attaches (kernels are recorded per run identity in ensembles/.kaggle-kernels.json).
 The output is verified (checksum, the run's settings and data identical to the local ones, every member
 file present) before it is moved into ensembles/<run-id>/, where predict, evaluate, report and submit
 use it like a local run.
 """
-
 
 from __future__ import annotations
 

@@ -226,7 +226,7 @@ class Flag:
     help: str
 
 
-# The settings a user sets on the command line, declared once: cli.py makes every command's options
+# The settings a user sets on the command line, declared once: cli/options.py makes every command's options
 # from this table, and a run's config.json turns back into the command that trains or repairs it
 # (`TrainSettings.cli_options`). Defaults live in TrainSettings alone.
 OPTIONS: dict[str, Flag] = {

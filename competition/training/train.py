@@ -1,7 +1,7 @@
 """`kaggle-mnist train`: a stratified k-fold ensemble of seeded CNNs, one immutable folder per run.
 
 The story of one command: load the data, resolve the settings for this device, find the run with the
-same identity or create it (runs.py), repair what is damaged, say how long it will take on a CPU
+same identity or create it (runs/), repair what is damaged, say how long it will take on a CPU
 (estimate.py), train the members that are not done, in this process or in workers side by side
 (member.py, worker.py), then score the run. Rerunning the same command continues an unfinished run:
 finished members are kept as they are, a half-trained one resumes from its last finished epoch.
