@@ -7,12 +7,17 @@ KERAS_BACKEND once, on first import.
 from __future__ import annotations
 
 import inspect
+import json
 import math
+import re
+import zipfile
 from collections.abc import Callable
 
 import keras
 import numpy as np
 from keras import layers
+
+from competition.errors import UserError
 
 NUM_CLASSES = 10
 INPUT_SHAPE = (28, 28, 1)
@@ -269,8 +274,32 @@ def build_model(
 
 
 def load(path) -> keras.Model:
-    """A saved member; this module defines the custom layers that `load_model` needs."""
-    return keras.models.load_model(path)
+    """A saved member; this module defines the custom layers that `load_model` needs. A member saved by
+    a newer Keras than this one (trained elsewhere, used in Kaggle's notebook image, say) may name
+    arguments this Keras lacks: that is said in one line, not reported as a bug."""
+    try:
+        return keras.models.load_model(path)
+    except (TypeError, ValueError) as exc:
+        saved = _saved_keras_version(path)
+        if saved is None or _version(saved) <= _version(keras.__version__):
+            raise
+        raise UserError(
+            f"{path} was saved by Keras {saved}, newer than this Keras {keras.__version__}, which cannot "
+            f"read it ({type(exc).__name__}): upgrade Keras here (pip install -U keras), or use the run "
+            "where it was trained"
+        ) from None
+
+
+def _saved_keras_version(path) -> str | None:
+    try:
+        with zipfile.ZipFile(path) as archive:
+            return json.loads(archive.read("metadata.json")).get("keras_version")
+    except (OSError, KeyError, ValueError, zipfile.BadZipFile):
+        return None
+
+
+def _version(text: str) -> tuple[int, ...]:
+    return tuple(int(part) for part in re.findall(r"\d+", text)[:3])
 
 
 def training_flops(model: keras.Model) -> int:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from importlib.metadata import version
 from pathlib import Path
 
 import numpy as np
@@ -196,9 +197,14 @@ def test_a_run_saved_by_an_earlier_version_works_with_every_command(saved_before
     picture = tmp_path / "seven.png"
     Image.fromarray(digits.make_images(np.array([7]))[0]).save(picture)
     images = run_cli("predict-images", str(picture), "--run", run_id, cwd=ws)
-    assert images.returncode == 0, images.output
     tta = run_cli("predict", run_id, "--tta", cwd=ws)
-    assert tta.returncode == 0, tta.output
+    saved_by = storage.read_json(run.dir / "manifest.json")["versions"]["keras"]
+    if _version(version("keras")) >= _version(saved_by):
+        assert images.returncode == 0, images.output
+        assert tta.returncode == 0, tta.output
+    else:  # Kaggle's image: an older Keras than the one that saved these models says so, in one line
+        assert_clean_failure(images, f"was saved by Keras {saved_by}, newer than this Keras")
+        assert_clean_failure(tta, f"was saved by Keras {saved_by}, newer than this Keras")
     # Continued: its second member and its scores removed, the command that trained it trains that
     # member again, leaves the first as it was, and finishes the run.
     if backend.cpu_cores() != run.settings.cpu_threads:
@@ -212,3 +218,8 @@ def test_a_run_saved_by_an_earlier_version_works_with_every_command(saved_before
     assert continued.returncode == 0 and "Continuing the unfinished run" in continued.stdout, continued.output
     assert storage.read_json(run.dir / "metrics.json")["run_id"] == run_id
     assert {p.name: p.read_bytes() for p in run.member_dir(0, 0).iterdir()} == first
+
+
+def _version(text: str) -> tuple[int, ...]:
+    return tuple(int(part) for part in text.split(".")[:3] if part.isdigit())
+
