@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -182,6 +183,17 @@ def in_run(trained_run, monkeypatch) -> tuple[Path, Path]:
     return workspace, run_dir
 
 
+@pytest.fixture
+def run_copy(trained_run, tmp_path, monkeypatch) -> tuple[Path, Path]:
+    """A private copy of the shared trained run (2 folds x 2 seeds), free to damage."""
+    workspace, run_dir = trained_run
+    copy = tmp_path / "ws"
+    shutil.copytree(workspace, copy)
+    monkeypatch.setenv("KAGGLE_MNIST_WORKSPACE", str(copy))
+    monkeypatch.chdir(copy)
+    return copy, copy / "ensembles" / run_dir.name
+
+
 # A run small enough to train in seconds: 2 members of 1 epoch on 150 synthetic digits each.
 TINY = dict(folds=2, seeds=1, epochs=1, batch_size=32, subset=300)
 
@@ -209,8 +221,6 @@ SAVED_OPTIONS = ["--folds", "2", "--seeds", "1", "--epochs", "1", "--batch-size"
 def saved_before(tiny_data) -> Path:
     """tiny_data's workspace holding what an earlier version saved (SAVED_BEFORE): its runs, kernels
     record and ledger, on the same data."""
-    import shutil
-
     for name in ("ensembles", "submissions"):
         shutil.copytree(SAVED_BEFORE / name, tiny_data / name)
     return tiny_data

@@ -8,7 +8,6 @@ from pathlib import Path
 
 import pytest
 
-from competition import data
 from competition.errors import UserError
 from tests import digits
 from tests.conftest import assert_clean_failure, kaggle_env, run_cli
@@ -34,18 +33,6 @@ def nothing_trusted_left(ws: Path) -> bool:
     target = ws / "data" / "digit-recognizer"
     staging = list((ws / "data").glob(".digit-recognizer.*")) if (ws / "data").exists() else []
     return not target.exists() and not staging
-
-
-@pytest.fixture
-def env(workspace, tmp_path, kaggle) -> dict[str, str]:
-    """The CLI's environment: credentials for the fake Kaggle, fast polling, the data fetched here."""
-    values = {
-        **kaggle_env(tmp_path, kaggle.proxy),
-        "KAGGLE_MNIST_KERNEL_POLL": "0.3",
-        "KAGGLE_MNIST_KERNEL_STALE": "20",
-    }
-    data.fetch(tmp_path / "csvs", log=lambda _: None)  # into the workspace, as `fetch --from` does
-    return values
 
 
 def test_a_404_names_what_kaggle_did_not_find_not_the_competition():

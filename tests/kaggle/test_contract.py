@@ -2,26 +2,9 @@
 
 from __future__ import annotations
 
-import os
-
 import pytest
 
-
-def _zip(path, names: dict[str, bytes]):
-    import zipfile
-
-    with zipfile.ZipFile(path, "w") as archive:
-        for name, content in names.items():
-            archive.writestr(name, content)
-    return path
-
-
-@pytest.fixture(scope="session")
-def replay_dir(tmp_path_factory):
-    """Kernel runs kept for replay, shared by this session's test processes (pytest-xdist gives each
-    its own temporary folder, inside one they share)."""
-    base = tmp_path_factory.getbasetemp()
-    return (base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base) / "kernel-replays"
+from tests.kaggle.conftest import zip_of
 
 
 @pytest.mark.parametrize("name", ["../escaped.txt", "run-1/../../escaped.txt", "another-run/model.keras"])
@@ -29,7 +12,7 @@ def test_an_archive_with_files_outside_its_run_folder_is_refused_whole(tmp_path,
     from competition.errors import UserError
     from competition.kaggle import job as kernel_job
 
-    archive = _zip(tmp_path / "out.zip", {"run-1/config.json": b"{}", name: b"x"})
+    archive = zip_of(tmp_path / "out.zip", {"run-1/config.json": b"{}", name: b"x"})
     target = tmp_path / "home" / "staging"
     target.mkdir(parents=True)
     with pytest.raises(UserError, match="holds files outside its run folder: refusing it"):

@@ -4,7 +4,6 @@ damaged members are refused."""
 from __future__ import annotations
 
 import json
-import os
 
 import pytest
 
@@ -39,14 +38,6 @@ def kernel_run(trained_run, tmp_path):
     copy = tmp_path / "kernel-0" / run_dir.name
     shutil.copytree(run_dir, copy)
     return Run(copy)
-
-
-@pytest.fixture(scope="session")
-def replay_dir(tmp_path_factory):
-    """Kernel runs kept for replay, shared by this session's test processes (pytest-xdist gives each
-    its own temporary folder, inside one they share)."""
-    base = tmp_path_factory.getbasetemp()
-    return (base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base) / "kernel-replays"
 
 
 def test_an_archive_whose_checksum_does_not_match_its_receipt_is_refused(tmp_path, monkeypatch):

@@ -3,26 +3,10 @@
 from __future__ import annotations
 
 import json
-import os
 
 import pytest
 
-
-def _zip(path, names: dict[str, bytes]):
-    import zipfile
-
-    with zipfile.ZipFile(path, "w") as archive:
-        for name, content in names.items():
-            archive.writestr(name, content)
-    return path
-
-
-@pytest.fixture(scope="session")
-def replay_dir(tmp_path_factory):
-    """Kernel runs kept for replay, shared by this session's test processes (pytest-xdist gives each
-    its own temporary folder, inside one they share)."""
-    base = tmp_path_factory.getbasetemp()
-    return (base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base) / "kernel-replays"
+from tests.kaggle.conftest import zip_of
 
 
 def test_a_stopped_kernels_output_that_does_not_match_its_receipt_is_not_continued(
@@ -36,7 +20,7 @@ def test_a_stopped_kernels_output_that_does_not_match_its_receipt_is_not_continu
     root = tmp_path / "kaggle"
     earlier = root / "input" / "kaggle-mnist-abc"
     earlier.mkdir(parents=True)
-    archive = _zip(earlier / kernel_job.ARCHIVE, {"run-1/config.json": b"{}"})
+    archive = zip_of(earlier / kernel_job.ARCHIVE, {"run-1/config.json": b"{}"})
     receipt = {"run_id": "run-1", "sha256": hashlib.sha256(archive.read_bytes()).hexdigest()}
     receipt |= {"members": None, "finished": False, "done": []}
     (earlier / kernel_job.RECEIPT).write_text(json.dumps({**receipt, "sha256": "0" * 64}))

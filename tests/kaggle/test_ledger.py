@@ -3,33 +3,12 @@
 from __future__ import annotations
 
 import pandas as pd
-import pytest
 
 from competition.kaggle import ledger
 from tests import digits
 from tests.conftest import kaggle_env, run_cli
 from tests.fake_kaggle import FakeKaggle, KaggleState
-
-N_TEST = 40
-
-
-@pytest.fixture
-def kaggle(workspace):
-    archive, test_labels = digits.competition_zip(300, N_TEST)
-    with FakeKaggle(KaggleState(archive=archive, labels=test_labels.tolist())) as fake:
-        yield fake
-
-
-def write_submission(ws, labels) -> None:
-    rows = "".join(f"{i},{label}\n" for i, label in enumerate(labels, start=1))
-    (ws / "submission.csv").write_text("ImageId,Label\n" + rows)
-
-
-def fetched(workspace, tmp_path, kaggle) -> dict[str, str]:
-    """The environment for the CLI, with the competition data fetched (so test.csv has N_TEST rows)."""
-    env = kaggle_env(tmp_path, kaggle.proxy)
-    assert run_cli("fetch", cwd=workspace, env=env).returncode == 0
-    return env
+from tests.kaggle.conftest import N_TEST, fetched, write_submission
 
 
 def test_submissions_with_an_empty_ledger_needs_no_credentials(workspace):
@@ -69,7 +48,7 @@ def test_ledger_update_by_time_and_file_when_there_is_no_ref(workspace):
 
 
 def test_a_ledger_saved_by_an_earlier_version_is_shown_and_updated(saved_before, tmp_path):
-    from tests.conftest import SAVED_LOCAL_RUN, kaggle_env
+    from tests.conftest import SAVED_LOCAL_RUN
 
     table = ledger.read_ledger()
     assert table["run_id"].tolist() == [SAVED_LOCAL_RUN] and table["public_score"].tolist() == ["0.15000"]

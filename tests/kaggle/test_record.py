@@ -3,19 +3,8 @@
 from __future__ import annotations
 
 import json
-import os
-
-import pytest
 
 from competition.kaggle.record import Kernel, KernelRecord, State
-
-
-@pytest.fixture(scope="session")
-def replay_dir(tmp_path_factory):
-    """Kernel runs kept for replay, shared by this session's test processes (pytest-xdist gives each
-    its own temporary folder, inside one they share)."""
-    base = tmp_path_factory.getbasetemp()
-    return (base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base) / "kernel-replays"
 
 
 def test_the_kernels_record_round_trips_and_reads_the_older_format(tmp_path):

@@ -12,34 +12,11 @@ import pytest
 from competition.errors import UserError
 from competition.kaggle import submission
 from competition.scoring import predict as predicting
-from tests import digits
 from tests.conftest import assert_clean_failure, kaggle_env, run_cli
-from tests.fake_kaggle import FakeKaggle, KaggleState
-
-N_TEST = 40
-
+from tests.kaggle.conftest import N_TEST, fetched, write_submission
 
 # kaggle >= 2.2.4 can tell today's submission count before uploading; Kaggle's image ships 2.0.x.
 LIMITS_CALL = tuple(int(part) for part in version("kaggle").split(".")[:3]) >= (2, 2, 4)
-
-
-@pytest.fixture
-def kaggle(workspace):
-    archive, test_labels = digits.competition_zip(300, N_TEST)
-    with FakeKaggle(KaggleState(archive=archive, labels=test_labels.tolist())) as fake:
-        yield fake
-
-
-def write_submission(ws, labels) -> None:
-    rows = "".join(f"{i},{label}\n" for i, label in enumerate(labels, start=1))
-    (ws / "submission.csv").write_text("ImageId,Label\n" + rows)
-
-
-def fetched(workspace, tmp_path, kaggle) -> dict[str, str]:
-    """The environment for the CLI, with the competition data fetched (so test.csv has N_TEST rows)."""
-    env = kaggle_env(tmp_path, kaggle.proxy)
-    assert run_cli("fetch", cwd=workspace, env=env).returncode == 0
-    return env
 
 
 def probs(labels):

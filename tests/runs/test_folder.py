@@ -23,17 +23,6 @@ from competition.training import train as training  # noqa: E402
 
 
 @pytest.fixture
-def run_copy(trained_run, tmp_path, monkeypatch) -> tuple[Path, Path]:
-    """A private copy of the shared trained run (2 folds x 2 seeds), free to damage."""
-    workspace, run_dir = trained_run
-    copy = tmp_path / "ws"
-    shutil.copytree(workspace, copy)
-    monkeypatch.setenv("KAGGLE_MNIST_WORKSPACE", str(copy))
-    monkeypatch.chdir(copy)
-    return copy, copy / "ensembles" / run_dir.name
-
-
-@pytest.fixture
 def trained_copy(run_copy) -> tuple[TrainSettings, Path]:
     """The copy of the shared run, and the settings that train it (to repair or continue it)."""
     return TrainSettings(**SHARED_RUN), run_copy[1]

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
-from pathlib import Path
-
 import numpy as np
 import pytest
 from PIL import Image
@@ -15,17 +12,6 @@ from competition.scoring import images
 from tests.conftest import assert_clean_failure, run_cli
 
 backend.select("tensorflow")
-
-
-@pytest.fixture
-def run_copy(trained_run, tmp_path, monkeypatch) -> tuple[Path, Path]:
-    """A private copy of the shared trained run (2 folds x 2 seeds), free to damage."""
-    workspace, run_dir = trained_run
-    copy = tmp_path / "ws"
-    shutil.copytree(workspace, copy)
-    monkeypatch.setenv("KAGGLE_MNIST_WORKSPACE", str(copy))
-    monkeypatch.chdir(copy)
-    return copy, copy / "ensembles" / run_dir.name
 
 
 def seven() -> np.ndarray:

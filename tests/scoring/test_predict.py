@@ -4,7 +4,6 @@ runs named."""
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 import numpy as np
@@ -19,17 +18,6 @@ from tests.conftest import assert_clean_failure, run_cli
 backend.select("tensorflow")
 
 from competition.scoring import predict as predicting  # noqa: E402
-
-
-@pytest.fixture
-def run_copy(trained_run, tmp_path, monkeypatch) -> tuple[Path, Path]:
-    """A private copy of the shared trained run (2 folds x 2 seeds), free to damage."""
-    workspace, run_dir = trained_run
-    copy = tmp_path / "ws"
-    shutil.copytree(workspace, copy)
-    monkeypatch.setenv("KAGGLE_MNIST_WORKSPACE", str(copy))
-    monkeypatch.chdir(copy)
-    return copy, copy / "ensembles" / run_dir.name
 
 
 def test_tta_chosen_by_too_few_folds_writes_the_plain_mean(run_copy, monkeypatch):
