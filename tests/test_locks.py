@@ -14,14 +14,19 @@ from competition.errors import UserError
 from tests.conftest import ROOT
 
 
-def test_a_held_lock_is_refused_in_one_line_naming_its_process(tmp_path):
-    lock = tmp_path / ".lock"
-    holder = subprocess.Popen(
-        [sys.executable, "-c", f"from competition import locks\nimport time\nwith locks.hold({str(lock)!r}, 'x'):\n    print('held', flush=True); time.sleep(30)"],
+def hold_elsewhere(lock, seconds: float) -> subprocess.Popen:
+    """Another process holding `lock` for `seconds`; it prints "held" once it has it."""
+    return subprocess.Popen(
+        [sys.executable, "-c", f"from competition import locks\nimport time\nwith locks.hold({str(lock)!r}, 'x'):\n    print('held', flush=True); time.sleep({seconds})"],
         cwd=ROOT,
         stdout=subprocess.PIPE,
         text=True,
     )
+
+
+def test_a_held_lock_is_refused_in_one_line_naming_its_process(tmp_path):
+    lock = tmp_path / ".lock"
+    holder = hold_elsewhere(lock, 30)
     try:
         assert holder.stdout.readline().strip() == "held"
         with pytest.raises(UserError, match=rf"another kaggle-mnist process \(pid {holder.pid}\) is working on run r"):
@@ -38,12 +43,7 @@ def test_a_held_lock_is_refused_in_one_line_naming_its_process(tmp_path):
 
 def test_a_waiting_process_says_so_and_goes_on_when_the_lock_is_free(tmp_path):
     lock = tmp_path / ".lock"
-    holder = subprocess.Popen(
-        [sys.executable, "-c", f"from competition import locks\nimport time\nwith locks.hold({str(lock)!r}, 'x'):\n    print('held', flush=True); time.sleep(1)"],
-        cwd=ROOT,
-        stdout=subprocess.PIPE,
-        text=True,
-    )
+    holder = hold_elsewhere(lock, 1)
     assert holder.stdout.readline().strip() == "held"
     said = []
     started = time.monotonic()
