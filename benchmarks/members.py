@@ -1,5 +1,5 @@
 """What a member costs: each candidate network's training FLOPs per image and its training images per
-second on one thread (one of the two side-by-side workers of a CPU run), so that a candidate's held-out
+second on one thread by default (one of the two side-by-side workers of a CPU run), so that a candidate's held-out
 accuracy (`holdout.py --member`) can be set against its price.
 
     python benchmarks/members.py --repeat 3
@@ -43,15 +43,15 @@ CANDIDATES = {
 }
 
 
-def settings_for(options: dict):
+def settings_for(options: dict, threads: int = 1):
     from competition import backend
     from competition.training.settings import TrainSettings
 
-    settings = dataclasses.replace(TrainSettings(), **options, cpu_threads=1)
+    settings = dataclasses.replace(TrainSettings(), **options, cpu_threads=threads)
     return settings.resolved(gpu=False, cpu_bfloat16=backend.cpu_bfloat16())
 
 
-def timed(options: dict, epochs: int) -> tuple[float, int]:
+def timed(options: dict, epochs: int, threads: int = 1) -> tuple[float, int]:
     """Training images per second over `epochs` epochs after the first, and FLOPs per image."""
     import keras
     import numpy as np
@@ -60,7 +60,7 @@ def timed(options: dict, epochs: int) -> tuple[float, int]:
     from competition.training.model import training_flops
     from competition.training.resume import EpochBatches, feed
 
-    settings = settings_for(options)
+    settings = settings_for(options, threads)
     keras.mixed_precision.set_global_policy(member.POLICIES[settings.precision])
     rng = np.random.default_rng(0)
     images = rng.integers(0, 256, (ROWS, 28, 28), dtype=np.uint8)
@@ -87,18 +87,21 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--epochs", type=int, default=2, help="timed epochs of 60 steps per fit")
     parser.add_argument("--only", nargs="+", choices=list(CANDIDATES), help="these candidates only")
+    parser.add_argument(
+        "--threads", type=int, default=1, help="intra-op threads (2: a member alone on a 2-core machine)"
+    )
     args = parser.parse_args()
     from competition import backend
 
     backend.select("tensorflow")
     backend.make_deterministic()
-    backend.limit_cpu_threads(1)
+    backend.limit_cpu_threads(args.threads)
     names = args.only or list(CANDIDATES)
     rates: dict[str, list[float]] = {name: [] for name in names}
     flops: dict[str, int] = {}
     for repeat in range(args.repeat):
         for name in names if repeat % 2 == 0 else names[::-1]:
-            rate, flops[name] = timed(CANDIDATES[name], args.epochs)
+            rate, flops[name] = timed(CANDIDATES[name], args.epochs, args.threads)
             rates[name].append(rate)
             print(f"repeat {repeat + 1}: {name}: {rate:,.0f} images/s", flush=True)
     base = statistics.median(rates[names[0]])
@@ -121,7 +124,7 @@ def main() -> None:
         )
     append_result(
         LOG,
-        {"threads": 1, "precision": settings_for({}).precision, "candidates": figures},
+        {"threads": args.threads, "precision": settings_for({}).precision, "candidates": figures},
         args.repeat,
     )
 

@@ -26,7 +26,8 @@ PUBLIC_ROWS = 7_000
 # run is matched to a measured recipe. precise_bn: on a whole run one image of 8,400 (benchmarks/README.md,
 # "Precise batch norm"), and the draws below were measured without it.
 NOT_RECIPE = (
-    "backend", "precision", "epoch_validation", "cpu_threads", "seed", "holdout", "holdout_seed", "precise_bn"
+    "backend", "precision", "epoch_validation", "cpu_threads", "cpu_workers", "seed", "holdout", "holdout_seed",
+    "precise_bn",
 )
 
 

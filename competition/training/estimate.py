@@ -19,6 +19,11 @@ from competition.training.settings import TrainSettings
 ESTIMATE_MIN_IMAGES = 300_000
 
 
+# How much faster a member trains alone on two cores than on one (one thread each way): 1.52x at 1x
+# width, 1.65x at 1.5x on a 2-core AMD EPYC (benchmarks/README.md, "A last round alone"); the lower one.
+ALONE_SPEEDUP = 1.5
+
+
 def estimate_seconds(
     members: int,
     epochs: int,
@@ -28,32 +33,21 @@ def estimate_seconds(
     predict_rate: float,
     member_overhead: float,
     workers: int = 1,
+    alone: int = 0,
 ) -> float:
     """Seconds to train `members` members: their epochs at `train_rate` images/s, the rows each one
     scores (its fold after every validated epoch and at the end, and the test set) at `predict_rate`,
     and a fixed cost per member (building the model, tracing its functions, saving it). With `workers`
-    processes side by side (each at these rates), the run lasts as long as the busiest one's share."""
+    processes side by side (each at these rates), the run lasts as long as the busiest one's share;
+    then `alone` of the members (a last round that the workers do not fill) train side by side with
+    the idle workers' threads too, ALONE_SPEEDUP times as fast."""
     per_member = epochs * train_rows / train_rate + scored_rows / predict_rate + member_overhead
-    return -(-members // workers) * per_member
-
-
-def idle_note(members: int, workers: int) -> str | None:
-    """What a run whose members the workers do not divide evenly leaves idle, said with the estimate:
-    each worker trains its share one member after another, so the last round has fewer members than
-    cores. None when every round is full."""
-    left = members % workers if workers > 1 else 0
-    if not left:
-        return None
-    return (
-        f"{members} members on {workers} workers: the last {left} train while {workers - left} of the "
-        f"cores idle; {members - left} or {members + workers - left} members (folds x seeds) keep every "
-        "core busy"
-    )
+    return -(-(members - alone) // workers) * per_member + (per_member / ALONE_SPEEDUP if alone else 0.0)
 
 
 def cpu_estimate(
     settings: TrainSettings,
-    members: int,
+    members: list,
     images: np.ndarray,
     folds: np.ndarray,
     test_rows: int,
@@ -64,6 +58,8 @@ def cpu_estimate(
     members), timed in this process, whose threads are already capped to one worker's share of the
     cores. Returns the seconds it said, or None for a run too small to be worth it."""
     train_rows, val_rows = int(np.sum(folds != 0)), int(np.sum(folds == 0))
+    alone = [m for m in members if settings.member_threads(m) != settings.cpu_threads]
+    members = len(members)
     if members * settings.epochs * train_rows < ESTIMATE_MIN_IMAGES:
         return None
     started = time.perf_counter()
@@ -94,8 +90,11 @@ def cpu_estimate(
         predict_rate,
         overhead,
         workers,
+        len(alone),
     )
     side_by_side = f" in {workers} processes side by side" if workers > 1 else ""
+    if alone:
+        side_by_side += f", the last {len(alone)} on {settings.member_threads(alone[0])} threads each"
     console.print(
         f"[yellow]No GPU found: {members} members x {settings.epochs} epochs on this CPU take about "
         f"{duration(seconds)} ({workers * train_rate:,.0f} training images/s{side_by_side}). Interrupt any "

@@ -36,18 +36,20 @@ JIT_COMPILE: bool | str = "auto"
 POLICIES = {"float32": "float32", "mixed": "mixed_float16", "bfloat16": "mixed_bfloat16"}
 
 
-def configure_device(settings: TrainSettings, gpus: list[str]) -> None:
+def configure_device(settings: TrainSettings, gpus: list[str], threads: int | None = None) -> None:
     """The Keras dtype policy for the run's (resolved) precision; on a CPU, deterministic kernels and the
-    run's thread count. Every process that trains members of the run (the command, or its workers) calls
-    it before its first op."""
+    run's thread count (or `threads`: a worker whose members are a last round's, `member_threads`).
+    Every process that trains members of the run (the command, or its workers) calls it before its
+    first op: TensorFlow fixes its thread pools then, so a process trains members of one thread count."""
     # Runs saved before precision was resolved into config.json say "auto".
     policy = POLICIES.get(settings.precision, "mixed_float16" if gpus else "float32")
     keras.mixed_precision.set_global_policy(policy)
     if not gpus:
         backend.make_deterministic()
-        if settings.cpu_threads:
+        threads = settings.cpu_threads if threads is None else threads
+        if threads:
             # Members share the cores instead of each using them all (see worker.cpu_workers).
-            backend.limit_cpu_threads(settings.cpu_threads)
+            backend.limit_cpu_threads(threads)
 
 
 def build(settings: TrainSettings) -> keras.Model:

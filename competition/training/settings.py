@@ -88,6 +88,11 @@ class TrainSettings:
     # worker.cpu_workers); part of the run's identity because the thread count changes the last bits of
     # the numbers, so every member of a run, resumed or not, trains with the same one. 0 = automatic.
     cpu_threads: int = 0
+    # Training processes side by side on a CPU, filled in with cpu_threads (worker.cpu_workers). When
+    # they do not divide the members, the last round's members get the idle workers' threads too
+    # (`member_threads`): planned from the whole run, so a resumed run gives every member the threads
+    # it had. 0 = automatic; a run saved before this setting planned none (INTRODUCED: 1).
+    cpu_workers: int = 0
 
     def __post_init__(self) -> None:
         for name in ("arch", "backend", "precision", "schedule"):
@@ -109,8 +114,8 @@ class TrainSettings:
             problems.append("--rotation must be 0 or more, --zoom and --shift at least 0 and below 1")
         if self.warmup_epochs < 0:
             problems.append("--warmup-epochs must be 0 or more")
-        if self.cpu_threads < 0:
-            problems.append("cpu_threads must be 0 (automatic) or positive")
+        if self.cpu_threads < 0 or self.cpu_workers < 0:
+            problems.append("cpu_threads and cpu_workers must be 0 (automatic) or positive")
         if self.early_stopping < 0:
             problems.append("--early-stopping must be 0 (off) or a positive number of epochs")
         if self.subset < 0:
@@ -167,6 +172,17 @@ class TrainSettings:
         so an interrupted run already has an out-of-fold prediction for every row."""
         return [(fold, s) for s in range(self.seeds) for fold in range(self.folds)]
 
+    def member_threads(self, member: tuple[int, int]) -> int:
+        """CPU threads that `member` trains with: the run's cpu_threads, or for the members of a last
+        round that leaves workers idle (5 members on 2 workers: the fifth), those workers' threads as
+        well. A pure function of the settings, so a member has its thread count, and its numbers,
+        whichever members were done before it, on a resume too. 0 (a GPU run): the device's default."""
+        members = self.members
+        left = len(members) % self.cpu_workers if self.cpu_threads and self.cpu_workers > 1 else 0
+        if left and members.index(member) >= len(members) - left:
+            return self.cpu_threads * (self.cpu_workers // left)
+        return self.cpu_threads
+
     def member_seed(self, fold: int, seed_index: int) -> int:
         return self.seed + 1000 * seed_index + fold
 
@@ -183,6 +199,7 @@ class TrainSettings:
             epoch_validation=None,
             warmup_epochs=defaults.warmup_epochs,
             cpu_threads=0,
+            cpu_workers=0,
         ).resolved(gpu, cpu_bfloat16)
         options = []
         for name, flag in CLI_FLAGS.items():
@@ -215,7 +232,7 @@ class TrainSettings:
 RETIRED = {"ema": False, "label_smoothing": 0.0, "elastic": 0.0}
 # Settings added since runs were first saved, at the value that trains as the code before them did: a
 # config.json without one was trained that way (and is continued that way).
-INTRODUCED = {"precise_bn": False}
+INTRODUCED = {"precise_bn": False, "cpu_workers": 1}
 
 
 @dataclass(frozen=True)

@@ -59,7 +59,8 @@ def train(
         # From the whole run, not what is left of it, so a resumed run keeps its thread count.
         train_rows = len(rows.labels) - len(rows.labels) // settings.folds
         side_by_side = worker.cpu_workers(settings, len(settings.members), train_rows)
-        settings = dataclasses.replace(settings, cpu_threads=max(1, backend.cpu_cores() // side_by_side))
+        threads = max(1, backend.cpu_cores() // side_by_side)
+        settings = dataclasses.replace(settings, cpu_threads=threads, cpu_workers=side_by_side)
     member.configure_device(settings, gpus)
     identity = make_identity(settings, dataset)
     unknown = sorted(set(only or []) - {member_name(*m) for m in settings.members})
@@ -118,17 +119,15 @@ def _train_members(run: Run, todo, rows: RunRows, gpus, workers, quiet, started,
     if todo and not gpus:
         start = worker_start if workers > 1 else 0.0
         expected = estimate.cpu_estimate(
-            settings, len(todo), rows.images, folds, len(rows.test_images), workers, start
+            settings, todo, rows.images, folds, len(rows.test_images), workers, start
         )
         if expected is not None:
             estimated = expected + time.perf_counter() - started  # the whole command, as wall_seconds
-            note = estimate.idle_note(len(todo), workers)
-            if note:
-                console.print(f"[dim]{note}.[/dim]")
     total_steps = len(todo) * settings.epochs * steps_per_epoch
     with RunProgress(total_steps, quiet, expected_seconds=expected) as progress:
         try:
-            if workers > 1:
+            # A last round's members train in processes of their own thread count (worker.phases).
+            if workers > 1 or any(settings.member_threads(m) != settings.cpu_threads for m in todo):
                 worker.spawn(run, todo, workers, gpus, steps_per_epoch, progress)
             else:
                 member.train_members(run, todo, rows, folds, progress)

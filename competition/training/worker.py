@@ -41,66 +41,88 @@ def cpu_workers(settings: TrainSettings, members: int, train_rows: int) -> int:
     return 2
 
 
+def phases(settings: TrainSettings, todo: list, workers: int) -> list[list[list]]:
+    """The processes that train `todo`, phase by phase: first `workers` processes taking the members of
+    the run's own thread count in turn, then one process for each member of a last round that the
+    workers do not fill (`TrainSettings.member_threads`), which has the idle workers' threads as well.
+    A process trains members of one thread count: TensorFlow fixes its thread pools at its first op."""
+    shared = [m for m in todo if settings.member_threads(m) == settings.cpu_threads]
+    alone = [m for m in todo if m not in shared]
+    n = min(workers, len(shared))
+    return [p for p in ([shared[w::n] for w in range(n)], [[m] for m in alone]) if p]
+
+
 def spawn(run: Run, todo, workers: int, gpus: list[str], steps_per_epoch: int, progress) -> None:
-    """Trains `todo` members of `run` in `workers` processes, each pinned to a GPU with
-    CUDA_VISIBLE_DEVICES where there are GPUs and writing a log in the run's logs/ folder; this process
-    only watches the members' epoch logs to drive the progress bar. Raises SessionDeadline when the
-    workers stopped at the session's deadline, UserError when one failed."""
+    """Trains `todo` members of `run` in `workers` processes (then the last round's members, if any,
+    each in a process with more threads: `phases`), each pinned to a GPU with CUDA_VISIBLE_DEVICES where
+    there are GPUs and writing a log in the run's logs/ folder; this process only watches the members'
+    epoch logs to drive the progress bar. Raises SessionDeadline when the workers stopped at the
+    session's deadline, UserError when one failed."""
     run_dir, settings = run.dir, run.settings
     logs = run_dir / "logs"
     logs.mkdir(exist_ok=True)
     visible = [d for d in os.environ.get("CUDA_VISIBLE_DEVICES", "").split(",") if d.strip()]
     devices = visible or [str(i) for i in range(len(gpus))]  # more workers than GPUs share them in turn
     started = {m: epochs_logged(run.member_dir(*m)) for m in todo}
-    procs = []
-    stopped = set()  # workers that stopped at the session's deadline (the others soon follow)
-    try:
-        for w in range(workers):
-            share = todo[w::workers]
-            env = {**os.environ, environ.WORKSPACE: str(paths.workspace())}
-            if gpus:
-                env["CUDA_VISIBLE_DEVICES"] = devices[w % len(devices)]
-            log_path = logs / f"worker-{w}.log"
-            with open(log_path, "ab") as log:
-                command = [sys.executable, "-m", "competition.training.worker", str(run_dir)]
-                command += [member_name(*m) for m in share]
-                # stdin: a pipe this process holds open and never writes to; the worker stops when it
-                # closes, which is when this process ends, even by a SIGKILL (stop_when_parent_goes).
-                proc = subprocess.Popen(
-                    command, env=env, stdin=subprocess.PIPE, stdout=log, stderr=subprocess.STDOUT
-                )
-            procs.append((w, proc, log_path))
-        progress.log(f"{len(todo)} members on {workers} workers; their logs are in {logs}")
-        reported = set()
-        while True:
-            done = sum(epochs_logged(run.member_dir(*m)) - started[m] for m in todo)
-            progress.set(done * steps_per_epoch, f"{len(todo) - len(reported)} members training")
-            for m in todo:
-                if m not in reported and run.member_done(*m):
-                    reported.add(m)
-                    progress.log(member_done_line(member_label(settings.members, m), run.member_info(*m)))
-            stopped |= {w for w, p, _ in procs if p.poll() == DEADLINE_EXIT}
-            failed = [(w, p, log) for w, p, log in procs if p.poll() not in (None, 0, DEADLINE_EXIT)]
-            if failed:
-                w, proc, log_path = failed[0]
-                lines = log_path.read_text(errors="replace").strip().splitlines() or ["(no output)"]
-                raise UserError(
-                    f"training worker {w} stopped (exit {proc.returncode}): {lines[-1]} "
-                    f"(its log: {log_path}); rerun the same command to continue"
-                )
-            if all(p.poll() is not None for _, p, _ in procs):
-                if stopped:
-                    raise SessionDeadline()
-                return
-            time.sleep(1)
-    finally:
-        for _, proc, _ in procs:
-            if proc.poll() is None:
-                proc.terminate()
-        for _, proc, _ in procs:
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                proc.wait(timeout=30)
-            proc.stdin.close()
+    reported = set()
+    number = 0  # worker processes started, which names their logs
+    for shares in phases(settings, todo, workers):
+        procs = []
+        stopped = set()  # workers that stopped at the session's deadline (the others soon follow)
+        try:
+            for share in shares:
+                w, number = number, number + 1
+                env = {**os.environ, environ.WORKSPACE: str(paths.workspace())}
+                if gpus:
+                    env["CUDA_VISIBLE_DEVICES"] = devices[w % len(devices)]
+                log_path = logs / f"worker-{w}.log"
+                with open(log_path, "ab") as log:
+                    command = [sys.executable, "-m", "competition.training.worker", str(run_dir)]
+                    command += [member_name(*m) for m in share]
+                    # stdin: a pipe this process holds open and never writes to; the worker stops when it
+                    # closes, which is when this process ends, even by a SIGKILL (stop_when_parent_goes).
+                    proc = subprocess.Popen(
+                        command, env=env, stdin=subprocess.PIPE, stdout=log, stderr=subprocess.STDOUT
+                    )
+                procs.append((w, proc, log_path))
+            threads = settings.member_threads(shares[0][0])
+            if threads != settings.cpu_threads:
+                names = ", ".join(member_name(*share[0]) for share in shares)
+                progress.log(f"{names} on {threads} threads each, the cores a full round would use; logs in {logs}")
+            else:
+                progress.log(f"{sum(map(len, shares))} members on {len(shares)} workers; their logs are in {logs}")
+            while True:
+                done = sum(epochs_logged(run.member_dir(*m)) - started[m] for m in todo)
+                # Each live worker trains one member at a time; a last round's say how many threads.
+                live = sum(p.poll() is None for _, p, _ in procs)
+                each = f" on {threads} threads each" if threads != settings.cpu_threads and threads > 1 else ""
+                progress.set(done * steps_per_epoch, f"{live} member{'s' if live != 1 else ''} training{each}")
+                for m in todo:
+                    if m not in reported and run.member_done(*m):
+                        reported.add(m)
+                        progress.log(member_done_line(member_label(settings.members, m), run.member_info(*m)))
+                stopped |= {w for w, p, _ in procs if p.poll() == DEADLINE_EXIT}
+                failed = [(w, p, log) for w, p, log in procs if p.poll() not in (None, 0, DEADLINE_EXIT)]
+                if failed:
+                    w, proc, log_path = failed[0]
+                    lines = log_path.read_text(errors="replace").strip().splitlines() or ["(no output)"]
+                    raise UserError(
+                        f"training worker {w} stopped (exit {proc.returncode}): {lines[-1]} "
+                        f"(its log: {log_path}); rerun the same command to continue"
+                    )
+                if all(p.poll() is not None for _, p, _ in procs):
+                    if stopped:
+                        raise SessionDeadline()
+                    break
+                time.sleep(1)
+        finally:
+            for _, proc, _ in procs:
+                if proc.poll() is None:
+                    proc.terminate()
+            for _, proc, _ in procs:
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    proc.wait(timeout=30)
+                proc.stdin.close()
 
 
 def epochs_logged(folder: Path) -> int:
@@ -125,8 +147,11 @@ def work(run_dir: Path, names: list[str]) -> None:
     dataset = data.load()
     if dataset.arrays_sha256 != run.saved_identity.get("arrays_sha256"):
         raise UserError(f"the data changed since {run.id} started: run `{run.train_command()}` again")
-    member.configure_device(run.settings, backend.gpus())
     members = [m for m in run.members if member_name(*m) in names]
+    threads = {run.settings.member_threads(m) for m in members}
+    if len(threads) > 1:  # spawn never asks for this: a process's thread pools are fixed at its first op
+        raise UserError(f"members {', '.join(names)} train with different thread counts: one process each")
+    member.configure_device(run.settings, backend.gpus(), threads.pop() if threads else None)
     with RunProgress(0, quiet=True) as progress:
         member.train_members(run, members, run.rows(dataset), run.array("folds.npy"), progress)
 

@@ -29,3 +29,11 @@ def test_a_run_saved_before_precise_bn_existed_is_continued_without_it():
     assert not same_run(before, {**off, "settings": {**off["settings"], "cpu_threads": 7}}, exact=True)
     assert same_run(before, {**off, "settings": {**off["settings"], "cpu_threads": 7}})
 
+
+
+def test_the_workers_a_cpu_run_planned_are_part_of_it_here_not_elsewhere():
+    settings = TrainSettings(cpu_threads=1, cpu_workers=2).to_dict()
+    config = {"settings": settings, "train_sha256": "t", "test_sha256": "s", "arrays_sha256": "a"}
+    other = {**config, "settings": {**settings, "cpu_workers": 1}}
+    assert not same_run(config, other, exact=True)
+    assert same_run(config, other)

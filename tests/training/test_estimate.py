@@ -53,10 +53,7 @@ def test_time_estimate_with_workers_lasts_as_long_as_the_busiest_share():
     assert estimate.estimate_seconds(4, 3, 1000, 500, 100.0, 250.0, 4.0, workers=4) == pytest.approx(36.0)
 
 
-def test_a_run_whose_members_the_workers_do_not_divide_says_a_core_idles():
-    assert estimate.idle_note(4, 2) is None and estimate.idle_note(5, 1) is None
-    assert estimate.idle_note(10, 2) is None
-    note = estimate.idle_note(5, 2)
-    assert "the last 1 train while 1 of the cores idle" in note and "4 or 6 members" in note
-    assert "2 or 4 members" in estimate.idle_note(3, 2)
-
+def test_a_last_round_alone_is_priced_at_the_faster_rate_of_more_threads():
+    # 5 members on 2 workers: 2 rounds of 36 s, then the fifth alone on both cores, 1.5x as fast.
+    seconds = estimate.estimate_seconds(5, 3, 1000, 500, 100.0, 250.0, 4.0, workers=2, alone=1)
+    assert seconds == pytest.approx(2 * 36.0 + 36.0 / estimate.ALONE_SPEEDUP)

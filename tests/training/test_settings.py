@@ -63,3 +63,20 @@ def test_augmentation_ranges_are_options_of_train_and_run(tmp_path):
         )
         assert not (tmp_path / "data").exists()
 
+
+
+def test_the_last_round_that_leaves_workers_idle_gets_their_threads():
+    def threads(**options):
+        settings = TrainSettings(**options)
+        return [settings.member_threads(m) for m in settings.members]
+
+    assert threads(folds=5, seeds=1, cpu_threads=1, cpu_workers=2) == [1, 1, 1, 1, 2]
+    assert threads(folds=3, seeds=1, cpu_threads=2, cpu_workers=2) == [2, 2, 4]
+    assert threads(folds=3, seeds=2, cpu_threads=1, cpu_workers=4) == [1, 1, 1, 1, 2, 2]
+    assert threads(folds=5, seeds=2, cpu_threads=1, cpu_workers=2) == [1] * 10  # every round full
+    assert threads(folds=5, seeds=1) == [0] * 5  # a GPU run: the device's own
+    # A run saved before the last round had the cores planned none: its members keep their count.
+    saved = TrainSettings(folds=5, seeds=1, cpu_threads=1).to_dict()
+    del saved["cpu_workers"]
+    old = TrainSettings.from_dict(saved)
+    assert [old.member_threads(m) for m in old.members] == [1] * 5

@@ -40,8 +40,9 @@ def test_run_folder_is_complete_and_loadable(tiny_data):
         assert (run_dir / name).is_file(), name
     config = storage.read_json(run_dir / "config.json")
     resolved = settings.resolved(gpu=False, cpu_bfloat16=backend.cpu_bfloat16())
-    # A tiny run trains in one process on every core; the thread count is part of the run's identity.
-    resolved = dataclasses.replace(resolved, cpu_threads=backend.cpu_cores())
+    # A tiny run trains in one process on every core; the thread and worker counts are part of the
+    # run's identity.
+    resolved = dataclasses.replace(resolved, cpu_threads=backend.cpu_cores(), cpu_workers=1)
     assert TrainSettings.from_dict(config["settings"]) == resolved
     assert config["settings"]["precision"] in ("float32", "bfloat16")
     assert config["settings"]["epoch_validation"] is False  # CPU default: the fold is scored once, at the end

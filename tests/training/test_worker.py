@@ -173,3 +173,55 @@ def test_one_worker_per_gpu_pinned_with_cuda_visible_devices(tiny_data, monkeypa
     assert (run.settings.batch_size, run.settings.epoch_validation) == (256, True)  # the GPU defaults
     assert sorted((run_dir / "logs").iterdir()) and run.finished
 
+
+
+def test_a_last_round_that_leaves_workers_idle_trains_in_processes_of_their_threads():
+    settings = TrainSettings(folds=5, seeds=1, cpu_threads=1, cpu_workers=2)
+    f = [(fold, 0) for fold in range(5)]
+    # Members 1-4 two by two on one thread each, then the fifth alone on both cores.
+    assert worker.phases(settings, settings.members, 2) == [[[f[0], f[2]], [f[1], f[3]]], [[f[4]]]]
+    # Resumed with two members left: the fourth on its own thread count, the fifth still on two.
+    assert worker.phases(settings, [f[3], f[4]], 2) == [[[f[3]]], [[f[4]]]]
+    # Members the workers divide, and a GPU run (no thread counts): one phase.
+    even = TrainSettings(folds=5, seeds=2, cpu_threads=1, cpu_workers=2)
+    assert len(worker.phases(even, even.members, 2)) == 1
+    gpu = TrainSettings(folds=5, seeds=1)
+    assert worker.phases(gpu, gpu.members, 2) == [[[f[0], f[2], f[4]], [f[1], f[3]]]]
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(backend.cpu_cores() < 2, reason="a last round alone needs a second core to take")
+def test_a_kill_while_the_last_member_trains_alone_then_the_same_command_gives_the_same_run(
+    workspace, tmp_path
+):
+    """3 members on a 2-core CPU: two side by side on one thread each, then the third alone on both.
+    Killed while the third trains, the same command continues it to the same probabilities, bit for
+    bit, as the command that was never interrupted. 2,000 rows x 10 epochs: the smallest run that
+    `train` spreads over two workers (worker.CPU_WORKERS_MIN_IMAGES)."""
+    from competition import data
+    from tests import digits
+
+    digits.write_csvs(tmp_path / "csvs", n_train=2000, n_test=40)
+    data.fetch(tmp_path / "csvs", log=lambda _: None)
+    args = ["train", "--folds", "3", "--seeds", "1", "--epochs", "10", "--quiet"]
+    proc = start_cli(args, cwd=workspace)
+    deadline, history = time.time() + 240, None
+    while time.time() < deadline and proc.poll() is None:
+        found = list((workspace / "ensembles").glob("*/members/f2-s0/history.csv"))
+        if found and found[0].read_bytes().count(b"\n") >= 3:  # two of its ten epochs done
+            history = found[0]
+            break
+        time.sleep(0.05)
+    assert history is not None, "the third member never started"
+    run_dir = history.parent.parent.parent
+    assert (run_dir / "logs" / "worker-2.log").is_file()  # the third member's own process
+    proc.kill()
+    proc.communicate(timeout=60)
+    assert not (run_dir / "metrics.json").exists()
+    settings = storage.read_json(run_dir / "config.json")["settings"]
+    assert (settings["cpu_threads"], settings["cpu_workers"]) == (1, 2)
+    rerun_continues(args, workspace)
+    whole = training.train(TrainSettings.from_dict(settings), fresh=True, quiet=True)
+    assert whole != run_dir
+    for name in ("oof_probs.npy", "test_probs.npy"):
+        np.testing.assert_array_equal(np.load(run_dir / name), np.load(whole / name))
