@@ -21,8 +21,8 @@ def make_identity(settings: TrainSettings, dataset) -> dict:
 
 def same_run(config: dict, identity: dict, exact: bool = False) -> bool:
     """A run's config.json against an identity: the same settings on the same CSVs. `exact` (a run
-    continued on this machine): also the same CPU threads and workers and cached arrays; without it (a
-    run trained elsewhere), not those, which a GPU run never uses and another machine cannot know."""
+    continued on this machine): also the same CPU thread count and cached arrays; without it (a run
+    trained elsewhere), not those, which a GPU run never uses and another machine cannot know."""
 
     def settings(values: dict) -> dict:
         # A run saved before a setting existed trained as the code of its day (INTRODUCED, else the
@@ -30,7 +30,10 @@ def same_run(config: dict, identity: dict, exact: bool = False) -> bool:
         # is today's.
         every = {**TrainSettings().to_dict(), **INTRODUCED, **values["settings"]}
         retired = {k for k, v in every.items() if k in RETIRED and v == RETIRED[k]}
-        machine = () if exact else ("cpu_threads", "cpu_workers")
+        # cpu_workers only plans which members get more threads; a run is continued with its own plan
+        # (the workers read config.json), so a run planned before the plan existed, or on a machine
+        # that chose another, is still the same command's run.
+        machine = ("cpu_workers",) if exact else ("cpu_threads", "cpu_workers")
         return {k: v for k, v in every.items() if k not in machine and k not in retired}
 
     keys = ("train_sha256", "test_sha256", *(("arrays_sha256",) if exact else ()))

@@ -31,9 +31,11 @@ def test_a_run_saved_before_precise_bn_existed_is_continued_without_it():
 
 
 
-def test_the_workers_a_cpu_run_planned_are_part_of_it_here_not_elsewhere():
+def test_a_run_is_continued_with_the_workers_it_planned_whatever_this_machine_would_plan():
+    # Saved before the plan existed (no cpu_workers), or planned for other workers: the same command
+    # finds it, and its members train with its own plan (config.json).
     settings = TrainSettings(cpu_threads=1, cpu_workers=2).to_dict()
     config = {"settings": settings, "train_sha256": "t", "test_sha256": "s", "arrays_sha256": "a"}
-    other = {**config, "settings": {**settings, "cpu_workers": 1}}
-    assert not same_run(config, other, exact=True)
-    assert same_run(config, other)
+    before = {**config, "settings": {k: v for k, v in settings.items() if k != "cpu_workers"}}
+    assert same_run(before, config, exact=True)
+    assert same_run({**config, "settings": {**settings, "cpu_workers": 1}}, config, exact=True)
