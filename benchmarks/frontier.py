@@ -8,9 +8,10 @@ Reads only benchmarks/holdout.jsonl (written by `holdout.py`), so both are redra
 file alone. A point's accuracy is the mean over holdout seeds 0 and 1 of its held-out accuracy minus the
 default's on the same 8,400 rows (rows one fixes minus rows it breaks), its bar the two seeds' values;
 its time the median wall time of its runs with 2 workers on one kind of CPU (`--device`; by default
-the one with the most such runs), its bar their range. Times from another CPU, or from runs of one
-core each (`--workers 1`, two seeds side by side), are not comparable and stay out of the picture; the
-table lists them as they are. A recipe is on the frontier when no other is at least as fast and more
+the one with the most such runs), its bar their range: runs that had the machine to themselves
+(`others_cpu_seconds`), else runs whose load was not recorded. Times from another CPU, from runs beside
+other work, or from runs of one core each (`--workers 1`, two seeds side by side), are not comparable
+and stay out of the picture; the table lists them as they are. A recipe is on the frontier when no other is at least as fast and more
 accurate.
 """
 
@@ -39,6 +40,8 @@ class Point:
     accuracy: dict[int, float] = field(default_factory=dict)  # holdout seed -> held-out accuracy
     gain: dict[int, tuple[int, int]] = field(default_factory=dict)  # seed -> (rows fixed, rows broken)
     seconds: dict[str, list[float]] = field(default_factory=dict)  # device -> 2-worker wall times
+    unrecorded: dict[str, list[float]] = field(default_factory=dict)  # the same, the machine's load unknown
+    shared: dict[str, list[float]] = field(default_factory=dict)  # the same, other work ran beside them
     one_core: dict[str, list[float]] = field(default_factory=dict)  # device -> times of one-core runs
     commits: set[str] = field(default_factory=set)
     holdout: int = 8400
@@ -91,10 +94,24 @@ def points(entries: list[dict]) -> list[Point]:
             mine, theirs = set(entry["wrong_rows"]), set(reference["wrong_rows"])
             point.gain[seed] = (len(theirs - mine), len(mine - theirs))
         if workers_of(entry["command"]) == 2:
-            point.seconds.setdefault(entry["device"], []).append(entry["wall_seconds"])
+            kind = {"quiet": point.seconds, "unrecorded": point.unrecorded, "shared": point.shared}[load(entry)]
+            kind.setdefault(entry["device"], []).append(entry["wall_seconds"])
         else:
             point.one_core.setdefault(entry["device"], []).append(entry["wall_seconds"])
+    for point in found.values():  # a recipe never timed alone is drawn with the times whose load is unknown
+        for device, times in point.unrecorded.items():
+            point.seconds.setdefault(device, times)
     return list(found.values())
+
+
+def load(entry: dict) -> str:
+    """quiet: other processes took under 5% of the 2 cores while it ran (`others_cpu_seconds`, which
+    holdout.py logs); shared: more, or other work is known to have run beside it (`shared_machine`);
+    unrecorded: runs logged before either was."""
+    others = entry.get("others_cpu_seconds")
+    if entry.get("shared_machine") or (others is not None and others > 0.05 * 2 * entry["wall_seconds"]):
+        return "shared"
+    return "unrecorded" if others is None else "quiet"
 
 
 def busiest_device(found: list[Point]) -> str:
@@ -137,6 +154,7 @@ def table(found: list[Point], device: str) -> str:
                 f"{', '.join(f'{x / 60:.0f}' for x in t)} min with one core a run, two runs side by side, on {d}"
                 for d, t in point.one_core.items()
             ]
+            elsewhere += [f"{', '.join(f'{x / 60:.0f}' for x in t)} min beside other work" for t in point.shared.values()]
             wall = "not timed here: " + "; ".join(elsewhere)
         seeds = [f"{point.accuracy[s]:.3%}" if s in point.accuracy else "" for s in SEEDS]
         if point.recipe == REFERENCE:

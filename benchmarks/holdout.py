@@ -27,6 +27,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import shlex
 import statistics
 import subprocess
@@ -44,9 +45,31 @@ from bench import DEFAULT_DATA, commit, device_name  # noqa: E402
 LOG = HERE / "holdout.jsonl"
 
 
+# The CPU seconds that processes other than the measured command spent while it ran, from the last
+# one (`others_cpu_seconds` in a run's entry): a wall time is the recipe's alone when they are few.
+last_others_cpu_seconds: float | None = None
+
+
+def busy_cpu_seconds() -> float | None:
+    """CPU seconds the whole machine has spent busy since it booted (Linux's /proc/stat)."""
+    try:
+        fields = Path("/proc/stat").read_text().splitlines()[0].split()[1:]
+    except OSError:
+        return None
+    user, nice, system, _idle, _iowait, irq, softirq, steal = (int(f) for f in fields[:8])
+    return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
+
+
+def own_cpu_seconds() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
 def kaggle_mnist(command: list[str], workspace: Path) -> tuple[str, float]:
     """The command line of this checkout in `workspace`: its output and wall seconds; exits on failure."""
+    global last_others_cpu_seconds
     env = {**os.environ, "PYTHONPATH": str(ROOT), "KAGGLE_MNIST_WORKSPACE": str(workspace)}
+    busy, own = busy_cpu_seconds(), own_cpu_seconds()
     started = time.perf_counter()
     result = subprocess.run(
         [sys.executable, "-m", "competition", *command],
@@ -56,6 +79,8 @@ def kaggle_mnist(command: list[str], workspace: Path) -> tuple[str, float]:
         text=True,
     )
     seconds = time.perf_counter() - started
+    if busy is not None:
+        last_others_cpu_seconds = round(busy_cpu_seconds() - busy - (own_cpu_seconds() - own), 1)
     if result.returncode != 0:
         raise SystemExit(
             f"kaggle-mnist {shlex.join(command)} failed:\n{result.stdout[-2000:]}{result.stderr}"
@@ -109,6 +134,9 @@ def measure(name: str, holdout: int, seed: int, options: list[str], workdir: Pat
         "plain_mean_holdout_accuracy": metrics["holdout"]["accuracy"],
         "predictor": predicted["blend"],
         "wall_seconds": round(seconds, 1),
+        # What else ran meanwhile: near 0 when the wall time is the recipe's alone (the 2 cores give
+        # 2 CPU seconds a second).
+        "others_cpu_seconds": last_others_cpu_seconds,
         "printed": line.strip(),
         # Row numbers of train.csv that the predictor got wrong, for paired comparisons.
         "wrong_rows": predicted["holdout"]["wrong_rows"],
