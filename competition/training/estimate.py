@@ -19,8 +19,8 @@ from competition.training.settings import TrainSettings
 ESTIMATE_MIN_IMAGES = 300_000
 
 
-# How much faster a member trains alone on two cores than on one (one thread each way): 1.52x at 1x
-# width, 1.65x at 1.5x on a 2-core AMD EPYC (benchmarks/README.md, "A last round alone"); the lower one.
+# How much faster a member trains alone on two threads than on one: 1.53x at 1x width, 1.68x at 1.5x
+# on a 2-core AMD EPYC (benchmarks/README.md, "A last round alone"); the lower one.
 ALONE_SPEEDUP = 1.5
 
 
