@@ -33,12 +33,14 @@ class TrainSettings:
     arch: str = "bncnn"  # the public 0.99757 recipe; `lenet`/`mlp` for comparison
     # Channels of every convolution (units of the mlp) times this: what a member's cost is bought with
     # (multiply-adds grow as its square). 1 = the network as published.
-    width: float = 1.0
+    width: float = 1.5
     folds: int = 5  # stratified k-fold: every training row gets one out-of-fold prediction
-    # The default recipe: what `run --folds 5` can train in under an hour on a 2-core CPU (10 members x
-    # 20 epochs, two side by side; README "Results"). The 2018 recipe was 3 seeds x 45 epochs with the
-    # exponential schedule (`--seeds 3 --epochs 45 --schedule exponential`), hours on a CPU.
-    seeds: int = 2  # models per fold: each out-of-fold row is predicted by this many members
+    # The default recipe, chosen from the measured accuracy-time frontier (benchmarks/frontier.md): the
+    # most accurate recipe that trains in at most the wall time of the one before it (10 members at 1x
+    # width, `--seeds 2 --width 1`) on a 2-core CPU: 5 members at 1.5x, 20 epochs (README "Results").
+    # The 2018 recipe was 3 seeds x 45 epochs with the exponential schedule (`--seeds 3 --epochs 45
+    # --schedule exponential --width 1`), hours on a CPU.
+    seeds: int = 1  # models per fold: each out-of-fold row is predicted by this many members
     epochs: int = 20
     # 0 = auto: the recipe's 64 on CPU (small batches regularise this small net well); 256 on a GPU,
     # where 64 leaves the device mostly idle. See `resolved`.
@@ -232,7 +234,8 @@ class TrainSettings:
 RETIRED = {"ema": False, "label_smoothing": 0.0, "elastic": 0.0}
 # Settings added since runs were first saved, at the value that trains as the code before them did: a
 # config.json without one was trained that way (and is continued that way).
-INTRODUCED = {"precise_bn": False, "cpu_workers": 1}
+# (width: runs saved before it existed trained the published network, at 1, which the default no longer is.)
+INTRODUCED = {"precise_bn": False, "cpu_workers": 1, "width": 1.0}
 
 
 @dataclass(frozen=True)
@@ -322,7 +325,7 @@ RECIPES: dict[str, dict] = {
     "default": {},
     # For a GPU session: more and longer-trained members, the levers that measured best on held-out rows
     # (benchmarks/README.md, "Findings"); about 3x the default's training.
-    "best": {"seeds": 3, "epochs": 40, "rotation_degrees": 5.0, "zoom": 0.05, "shift": 0.05},
+    "best": {"seeds": 3, "epochs": 40, "rotation_degrees": 5.0, "zoom": 0.05, "shift": 0.05, "width": 1.0},
 }
 Recipe = Choice("Recipe", {name: name for name in RECIPES})
 # Resolved from 0/None/auto by `resolved`: compared with what the automatic choice gives.

@@ -80,3 +80,14 @@ def test_the_last_round_that_leaves_workers_idle_gets_their_threads():
     del saved["cpu_workers"]
     old = TrainSettings.from_dict(saved)
     assert [old.member_threads(m) for m in old.members] == [1] * 5
+
+
+def test_a_run_of_the_default_before_it_changed_is_continued_as_it_was_trained():
+    # 10 members at 1x width, the default until 5 at 1.5x replaced it: its saved config.json holds every
+    # setting, and the command that continues it names what is no longer the default.
+    before = TrainSettings(seeds=2, width=1.0)
+    assert {"--seeds 2", "--width 1.0"} <= set(before.cli_options())
+    # Saved before --width existed: the published network, not today's default width.
+    saved = before.to_dict()
+    del saved["width"]
+    assert TrainSettings.from_dict(saved).width == 1.0
