@@ -75,6 +75,9 @@ def _settings(ctx: typer.Context, recipe: str, values: dict) -> TrainSettings:
         source = ctx.get_parameter_source(name)
         if source is None or source.name in ("DEFAULT", "DEFAULT_MAP"):  # not given: the recipe's
             values[name] = value
+        elif values[name] != value:  # given: it wins, and is said, as it makes another recipe
+            flag = OPTIONS[name].flag.split("/")[0]
+            typer.echo(f"note: {flag} {values[name]} instead of --recipe {recipe}'s {value}", err=True)
     try:
         return TrainSettings(**values)
     except ValueError as exc:

@@ -26,14 +26,15 @@ def test_a_recipe_fills_in_what_the_command_line_leaves_at_its_default(workspace
     best = run_cli("kernel-script", "--recipe", "best", "--epochs", "7", cwd=workspace)
     assert best.returncode == 0, best.output
     settings = script_settings(best.stdout)
-    recipe = {**RECIPES["best"], "epochs": 7}  # given explicitly: the command line wins
+    recipe = {**RECIPES["best"], "epochs": 7}  # given explicitly: the command line wins, and says so
     assert {name: settings[name] for name in recipe} == recipe
+    assert best.stderr.strip() == f"note: --epochs 7 instead of --recipe best's {RECIPES['best']['epochs']}"
     assert settings["folds"] == TrainSettings().folds  # not part of the recipe
     plain = script_settings(run_cli("kernel-script", cwd=workspace).stdout)
     assert {name: plain[name] for name in recipe} == {name: getattr(TrainSettings(), name) for name in recipe}
     # Written by hand to the default's value, an option still beats the recipe.
     seeds = script_settings(
-        run_cli("kernel-script", "--recipe", "best", "--seeds", "2", cwd=workspace).stdout
+        run_cli("kernel-script", "--recipe", "best", "--seeds", "1", cwd=workspace).stdout
     )
-    assert seeds["seeds"] == 2 and seeds["epochs"] == RECIPES["best"]["epochs"]
+    assert seeds["seeds"] == 1 and seeds["epochs"] == RECIPES["best"]["epochs"]
 
