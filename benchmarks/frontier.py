@@ -141,7 +141,9 @@ def table(found: list[Point], device: str) -> str:
         f"Wall time: `kaggle-mnist run --holdout 8400` end to end on 2 workers on {device} "
         "(median of the runs, range in brackets). Held-out accuracy on 8,400 rows per holdout seed; "
         f"paired: rows fixed / broken against `{REFERENCE}` (10 members at 1x width, the default before this "
-        "frontier chose 5 at 1.5x) on the same rows, and the mean gain in points.",
+        "frontier chose 5 at 1.5x) on the same rows, and the mean gain in points. Options as they were run, "
+        "against the defaults of their commit (10 members at 1x width for every commit here); today "
+        "`kaggle-mnist run --folds 5` trains f5s1-w1.5 and `--recipe quick` f3s1.",
         "",
         "| recipe | options after `kaggle-mnist run` | members x epochs | wall time | seed 0 | seed 1 | paired with the default | frontier | commits |",
         "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
@@ -214,7 +216,8 @@ def picture(found: list[Point], device: str, path: Path) -> None:
             capsize=3,
             zorder=2,
         )
-        label = f"{point.recipe}: {point.members} x {point.epochs}\n{point.options or '(defaults)'}"
+        options = point.options or "the default before: --seeds 2 --width 1 today"
+        label = f"{point.recipe}: {point.members} x {point.epochs}\n{options}"
         ax.annotate(label, (x, point.paired), textcoords="offset points", xytext=(6, 4), fontsize=7)
     ax.axhline(0, color="grey", linewidth=0.8)
     ax.set_xlim(left=0)

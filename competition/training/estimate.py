@@ -98,7 +98,8 @@ def cpu_estimate(
     console.print(
         f"[yellow]No GPU found: {members} members x {settings.epochs} epochs on this CPU take about "
         f"{duration(seconds)} ({workers * train_rate:,.0f} training images/s{side_by_side}). Interrupt any "
-        "time and rerun to continue; for a quick look use --folds 2 --seeds 1 --epochs 1, or train on a "
+        "time and rerun to continue; --recipe quick takes under a third of the default's time, --folds 2 "
+        "--epochs 1 is a look in minutes; or train on a "
         "GPU (`--on kaggle`, or in a Kaggle notebook: Accelerator > GPU).[/]"
     )
     return seconds

@@ -38,11 +38,11 @@ def test_train_run_and_kernel_script_take_every_setting_from_the_one_table():
         assert flags | {"--recipe"} <= _options(command), command
     assert _options("train") - _options("run") == {"--members"}  # run finishes the run it trains
     # A run's resolved settings turn back into options that exist, the changed ones and only those.
-    changed = TrainSettings(folds=3, seeds=1, epochs=4, dropout_rate=0.3, augment=False, backend="jax")
+    changed = TrainSettings(folds=3, seeds=2, epochs=4, dropout_rate=0.3, augment=False, backend="jax")
     options = changed.resolved(gpu=False).cli_options()
     assert options == [
         "--folds 3",
-        "--seeds 1",
+        "--seeds 2",
         "--epochs 4",
         "--dropout 0.3",
         "--no-augment",

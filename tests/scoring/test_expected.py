@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from competition.scoring import expected
-from competition.training.settings import TrainSettings
+from competition.training.settings import RECIPES, TrainSettings
 
 
 def test_the_cv_alone_gives_no_expected_score_only_a_measured_gap_does(monkeypatch):
@@ -59,4 +59,12 @@ def test_the_expected_range_covers_the_default_recipes_holdout_runs():
     """The default, 5 members at 1.5x width: its range covers its three holdout runs."""
     for cv, truth in [(0.995506, 0.997857), (0.996220, 0.996071), (0.995923, 0.997500)]:
         found = expected.expectation(TrainSettings(cpu_threads=1), cv, 8_400)
+        assert found is not None and found["low"] <= truth <= found["high"], (cv, truth, found)
+
+
+def test_the_expected_range_covers_the_quick_recipes_holdout_runs():
+    """`--recipe quick`, 3 members at 1x: its range covers its two holdout runs."""
+    quick = TrainSettings(cpu_threads=1, **RECIPES["quick"])
+    for cv, truth in [(0.994940, 0.997024), (0.995179, 0.995238)]:
+        found = expected.expectation(quick, cv, 8_400)
         assert found is not None and found["low"] <= truth <= found["high"], (cv, truth, found)
