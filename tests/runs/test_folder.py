@@ -62,7 +62,7 @@ def test_damaged_run_files_are_named_in_one_line(run_copy, damage, command, need
     damage(run_dir)
     result = run_cli(*command, cwd=workspace, env={"KAGGLE_MNIST_WORKSPACE": str(workspace)})
     # The file, and the command that repairs it (the run's own train command, retraining only the damage).
-    assert_clean_failure(result, needle, "kaggle-mnist train --folds 2 --epochs 2 --batch-size 16")
+    assert_clean_failure(result, needle, "kaggle-mnist train --folds 2 --seeds 2 --epochs 2 --batch-size 16")
     assert "this is a bug" not in result.stderr
 
 
