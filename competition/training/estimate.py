@@ -94,7 +94,8 @@ def cpu_estimate(
     )
     side_by_side = f" in {workers} processes side by side" if workers > 1 else ""
     if alone:
-        side_by_side += f", the last {len(alone)} on {settings.member_threads(alone[0])} threads each"
+        each = " each" if len(alone) > 1 else ""
+        side_by_side += f", the last {len(alone)} on {settings.member_threads(alone[0])} threads{each}"
     console.print(
         f"[yellow]No GPU found: {members} members x {settings.epochs} epochs on this CPU take about "
         f"{duration(seconds)} ({workers * train_rate:,.0f} training images/s{side_by_side}). Interrupt any "

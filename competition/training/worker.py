@@ -88,15 +88,16 @@ def spawn(run: Run, todo, workers: int, gpus: list[str], steps_per_epoch: int, p
             threads = settings.member_threads(shares[0][0])
             if threads != settings.cpu_threads:
                 names = ", ".join(member_name(*share[0]) for share in shares)
-                progress.log(f"{names} on {threads} threads each, the cores a full round would use; logs in {logs}")
+                each = " each" if len(shares) > 1 else ""
+                progress.log(f"{names} on {threads} threads{each}, the cores a full round would use; logs in {logs}")
             else:
                 progress.log(f"{sum(map(len, shares))} members on {len(shares)} workers; their logs are in {logs}")
             while True:
                 done = sum(epochs_logged(run.member_dir(*m)) - started[m] for m in todo)
                 # Each live worker trains one member at a time; a last round's say how many threads.
                 live = sum(p.poll() is None for _, p, _ in procs)
-                each = f" on {threads} threads each" if threads != settings.cpu_threads and threads > 1 else ""
-                progress.set(done * steps_per_epoch, f"{live} member{'s' if live != 1 else ''} training{each}")
+                more = f" on {threads} threads{' each' if live > 1 else ''}" if threads != settings.cpu_threads else ""
+                progress.set(done * steps_per_epoch, f"{live} member{'s' if live != 1 else ''} training{more}")
                 for m in todo:
                     if m not in reported and run.member_done(*m):
                         reported.add(m)
