@@ -58,7 +58,7 @@ def cpu_estimate(
     members), timed in this process, whose threads are already capped to one worker's share of the
     cores. Returns the seconds it said, or None for a run too small to be worth it."""
     train_rows, val_rows = int(np.sum(folds != 0)), int(np.sum(folds == 0))
-    alone = [m for m in members if settings.member_threads(m) != settings.cpu_threads]
+    alone = [m for m in members if settings.trains_alone(m)]
     members = len(members)
     if members * settings.epochs * train_rows < ESTIMATE_MIN_IMAGES:
         return None

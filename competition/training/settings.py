@@ -185,6 +185,11 @@ class TrainSettings:
             return self.cpu_threads * (self.cpu_workers // left)
         return self.cpu_threads
 
+    def trains_alone(self, member: tuple[int, int]) -> bool:
+        """Whether `member` is one of a last round's members, which train in processes of their own
+        with more threads than the run's workers (`member_threads`)."""
+        return self.member_threads(member) != self.cpu_threads
+
     def member_seed(self, fold: int, seed_index: int) -> int:
         return self.seed + 1000 * seed_index + fold
 

@@ -127,7 +127,7 @@ def _train_members(run: Run, todo, rows: RunRows, gpus, workers, quiet, started,
     with RunProgress(total_steps, quiet, expected_seconds=expected) as progress:
         try:
             # A last round's members train in processes of their own thread count (worker.phases).
-            if workers > 1 or any(settings.member_threads(m) != settings.cpu_threads for m in todo):
+            if workers > 1 or any(map(settings.trains_alone, todo)):
                 worker.spawn(run, todo, workers, gpus, steps_per_epoch, progress)
             else:
                 member.train_members(run, todo, rows, folds, progress)

@@ -46,8 +46,8 @@ def phases(settings: TrainSettings, todo: list, workers: int) -> list[list[list]
     the run's own thread count in turn, then one process for each member of a last round that the
     workers do not fill (`TrainSettings.member_threads`), which has the idle workers' threads as well.
     A process trains members of one thread count: TensorFlow fixes its thread pools at its first op."""
-    shared = [m for m in todo if settings.member_threads(m) == settings.cpu_threads]
-    alone = [m for m in todo if m not in shared]
+    shared = [m for m in todo if not settings.trains_alone(m)]
+    alone = [m for m in todo if settings.trains_alone(m)]
     n = min(workers, len(shared))
     return [p for p in ([shared[w::n] for w in range(n)], [[m] for m in alone]) if p]
 
