@@ -328,8 +328,9 @@ CHOICES = {"arch": Arch, "schedule": Schedule, "backend": Backend, "precision": 
 # default; an option given explicitly wins. Each one's accuracy on held-out rows is in the README.
 RECIPES: dict[str, dict] = {
     "default": {},
-    # The default's held-out accuracy in under a third of its time, the frontier's quickest such point
-    # (benchmarks/frontier.md): 3 members of the published width, the last on both cores of a 2-core CPU.
+    # Under a third of the default's time, the frontier's closest such point to 10 members at 1x
+    # (benchmarks/frontier.md: -0.044 pt paired over 3 holdout seeds, short of the 0.02 pt sought): 3
+    # members of the published width, the last on both cores of a 2-core CPU.
     "quick": {"folds": 3, "width": 1.0},
     # For a GPU session: more and longer-trained members, the levers that measured best on held-out rows
     # (benchmarks/README.md, "Findings"); about 3x the default's training.
