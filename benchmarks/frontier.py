@@ -11,7 +11,8 @@ breaks), its bar the seeds' values;
 its time the median wall time of its runs with 2 workers on one kind of CPU (`--device`; by default
 the one with the most such runs), its bar their range: runs that had the machine to themselves
 (`others_cpu_seconds`), else runs whose load was not recorded. Times from another CPU, from runs beside
-other work, or from runs of one core each (`--workers 1`, two seeds side by side), are not comparable
+other work, from runs of one core each (`--workers 1`, two seeds side by side), or of a run's last
+part after a resume (`resumed`), are not comparable
 and stay out of the picture; the table lists them as they are. A recipe is on the frontier when no other is at least as fast and more
 accurate.
 """
@@ -46,6 +47,7 @@ class Point:
     unrecorded: dict[str, list[float]] = field(default_factory=dict)  # the same, the machine's load unknown
     shared: dict[str, list[float]] = field(default_factory=dict)  # the same, other work ran beside them
     one_core: dict[str, list[float]] = field(default_factory=dict)  # device -> times of one-core runs
+    resumed: dict[str, list[float]] = field(default_factory=dict)  # the same, of a run's last part only
     commits: set[str] = field(default_factory=set)
     holdout: int = 8400
 
@@ -98,7 +100,8 @@ def points(entries: list[dict]) -> list[Point]:
             mine, theirs = set(entry["wrong_rows"]), set(reference["wrong_rows"])
             point.gain[seed] = (len(theirs - mine), len(mine - theirs))
         if workers_of(entry["command"]) == 2:
-            kind = {"quiet": point.seconds, "unrecorded": point.unrecorded, "shared": point.shared}[load(entry)]
+            kinds = {"quiet": point.seconds, "unrecorded": point.unrecorded, "shared": point.shared}
+            kind = point.resumed if entry.get("resumed") else kinds[load(entry)]
             kind.setdefault(entry["device"], []).append(entry["wall_seconds"])
         else:
             point.one_core.setdefault(entry["device"], []).append(entry["wall_seconds"])
@@ -167,6 +170,9 @@ def table(found: list[Point], device: str) -> str:
                 for d, t in point.one_core.items()
             ]
             elsewhere += [f"{', '.join(f'{x / 60:.0f}' for x in t)} min beside other work" for t in point.shared.values()]
+            elsewhere += [
+                f"{', '.join(f'{x / 60:.0f}' for x in t)} min for the part after a resume" for t in point.resumed.values()
+            ]
             wall = "not timed here: " + "; ".join(elsewhere)
         seeds = [f"{point.accuracy[s]:.3%}" if s in point.accuracy else "" for s in shown]
         if point.recipe == REFERENCE:

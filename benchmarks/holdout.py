@@ -105,6 +105,9 @@ def measure(name: str, holdout: int, seed: int, options: list[str], workdir: Pat
     workspace.mkdir(parents=True, exist_ok=True)
     command = ["run", "--holdout", str(holdout), "--holdout-seed", str(seed), "--from", str(data), "--quiet"]
     command += options
+    # A workspace that already holds trained members continues its run: the wall time is then only
+    # this part's, not the recipe's.
+    resumed = any((workspace / "ensembles").glob("2*/members/*"))
     output, seconds = kaggle_mnist(command, workspace)
     line = next(x for x in output.splitlines()[::-1] if "this submission's predictor scores" in x)
     runs = sorted((workspace / "ensembles").glob("*/metrics.json"), key=lambda p: p.stat().st_mtime)
@@ -137,6 +140,7 @@ def measure(name: str, holdout: int, seed: int, options: list[str], workdir: Pat
         # What else ran meanwhile: near 0 when the wall time is the recipe's alone (the 2 cores give
         # 2 CPU seconds a second).
         "others_cpu_seconds": last_others_cpu_seconds,
+        "resumed": resumed,
         "printed": line.strip(),
         # Row numbers of train.csv that the predictor got wrong, for paired comparisons.
         "wrong_rows": predicted["holdout"]["wrong_rows"],
