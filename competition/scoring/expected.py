@@ -74,6 +74,9 @@ MEASURED: list[Measured] = [
     # same rows, its gap minus theirs: +0.015, +0.116 and -0.033 pt (its CV, from members on two thirds
     # of the rows, lags further behind its submission).
     Measured(RECIPES["quick"], "mean", TEN_AT_1X_DRAWS, "benchmarks/README.md#the-submissions-accuracy", 0.00033),
+    # 5 members at 1x (`--width 1`): holdout seeds 0 and 1, paired with 10-member runs on the same
+    # rows, its gap minus theirs: +0.012 and +0.089 pt.
+    Measured({"width": 1.0}, "mean", TEN_AT_1X_DRAWS, "benchmarks/README.md#the-submissions-accuracy", 0.00050),
     # `--recipe best`, holdout seed 0 only: its gap there (+0.217 pt) is the 10-member run's (+0.182 pt)
     # on the same rows plus 0.036 pt, so its gap is their draws shifted by that difference.
     Measured(RECIPES["best"], "mean", TEN_AT_1X_DRAWS, "benchmarks/README.md#the-submissions-accuracy", 0.00036),

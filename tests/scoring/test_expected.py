@@ -69,3 +69,11 @@ def test_the_expected_range_covers_the_quick_recipes_holdout_runs():
     for cv, truth in [(0.994940, 0.997024), (0.995179, 0.995238), (0.995298, 0.995714)]:
         found = expected.expectation(quick, cv, 8_400)
         assert found is not None and found["low"] <= truth <= found["high"], (cv, truth, found)
+
+
+def test_the_expected_range_covers_five_members_at_1x():
+    """5 members at 1x (`--width 1`): its range covers its two holdout runs."""
+    five = TrainSettings(cpu_threads=1, width=1.0)
+    for cv, truth in [(0.995327, 0.997381), (0.995565, 0.995357)]:
+        found = expected.expectation(five, cv, 8_400)
+        assert found is not None and found["low"] <= truth <= found["high"], (cv, truth, found)
